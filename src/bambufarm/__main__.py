@@ -1,0 +1,5 @@
+"""`python -m bambufarm` runs the command-line interface."""
+
+from bambufarm.cli.main import main
+
+main()

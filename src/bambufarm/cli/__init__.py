@@ -1,0 +1,1 @@
+"""The `bambufarm` command line."""

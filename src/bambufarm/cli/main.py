@@ -1,0 +1,28 @@
+"""Entry point of the `bambufarm` command: builds the Typer app and configures logging."""
+
+import logging
+
+import typer
+
+from bambufarm import __version__
+
+app = typer.Typer(
+    name="bambufarm",
+    help="Self-hosted print-farm server for Bambu Lab printers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the bambufarm version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Run the command line (console script `bambufarm`)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app()

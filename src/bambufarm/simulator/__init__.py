@@ -1,0 +1,4 @@
+"""Simulated Bambu printers on the printer side of the real LAN protocol.
+
+Imports only bambufarm.protocol.
+"""

@@ -1,0 +1,50 @@
+"""The import rules of design.md §1: protocol imports nothing of ours, simulator only protocol."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "bambufarm"
+
+ALLOWED = {
+    "protocol": {"protocol"},
+    "simulator": {"protocol", "simulator"},
+}
+
+
+def _project_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "bambufarm" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_allowed_layers(package: str) -> None:
+    files = sorted((SRC / package).rglob("*.py"))
+    assert files, f"no modules found under {package}"
+    for path in files:
+        bad = _project_imports(path) - ALLOWED[package]
+        assert not bad, f"{path.relative_to(SRC)} imports bambufarm.{sorted(bad)}"
+
+
+def test_relative_imports_do_not_escape_the_package() -> None:
+    for package in ALLOWED:
+        for path in (SRC / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    assert node.level <= 1, (
+                        f"{path.relative_to(SRC)}: relative import leaves package"
+                    )
