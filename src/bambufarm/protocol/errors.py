@@ -9,6 +9,7 @@
     ├── BindFrameError            a bind/detect frame (A5A5 ... A7A7) that is malformed
     ├── CameraError               a camera auth packet or frame header that is malformed
     ├── ModelError                an unknown printer model code or serial prefix
+    ├── MqttPacketError           an MQTT 3.1.1 packet that is malformed or too large
     └── ThreeMFError              a .3mf archive that cannot be used
         ├── UnsafeArchiveError    hostile or oversized: zip bomb, absolute path, `..`
         └── NotSlicedError        a project 3MF with no plate G-code: slice it first
@@ -52,6 +53,10 @@ class CameraError(ProtocolError):
 
 class ModelError(ProtocolError):
     """An unknown printer model code or serial prefix."""
+
+
+class MqttPacketError(ProtocolError):
+    """An MQTT 3.1.1 packet that is malformed or larger than allowed."""
 
 
 class ThreeMFError(ProtocolError):

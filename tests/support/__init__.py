@@ -1,0 +1,1 @@
+"""Shared test code: fixture builders and loaders for unit, integration and interop tests."""
