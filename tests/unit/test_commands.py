@@ -96,7 +96,7 @@ def test_counter_is_monotonic_until_the_wrap(begin: int, steps: int) -> None:
 # --- envelope ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seq", ["", "abc", "-1", "2147483648", "٣", " 1", 20001, None])
+@pytest.mark.parametrize("seq", ["", "abc", "-1", "2147483648", "٣", " 1", "007", 20001, None])
 def test_builders_refuse_a_sequence_id_that_is_not_a_decimal_int32_string(seq: Any) -> None:
     with pytest.raises(CommandError, match="sequence_id must be a decimal string"):
         commands.pause(seq)

@@ -73,9 +73,11 @@ def check_sequence_id(seq: object) -> str:
         or not seq.isascii()
         or not seq.isdigit()
         or int(seq) > INT32_MAX
+        or (seq != "0" and seq.startswith("0"))  # canonical, so that echoes compare equal
     ):
         raise CommandError(
-            f"sequence_id must be a decimal string from 0 to {INT32_MAX}, got {seq!r}"
+            f"sequence_id must be a decimal string from 0 to {INT32_MAX} without leading "
+            f"zeros, got {seq!r}"
         )
     return seq
 
