@@ -259,6 +259,7 @@ def test_project_file_keeps_unicode_file_names() -> None:
         ({"ams_mapping": [True]}, r"ams_mapping\[0\] must be"),
         ({"ams_mapping": "0,1"}, "ams_mapping must be a list"),
         ({"ams_mapping": [0] * 65}, "at most 64 filaments"),
+        ({"ams_mapping": range(2**63)}, "at most 64 filaments"),  # len() would overflow
         ({"ams_mapping": [0], "use_ams": False}, "use_ams=False contradicts .* it maps AMS"),
         ({"ams_mapping": [255], "use_ams": True}, "use_ams=True contradicts .* no AMS tray"),
     ],
@@ -286,6 +287,8 @@ def test_skip_objects_deduplicates_ids_in_order() -> None:
         commands.skip_objects("7", [], 1)
     with pytest.raises(CommandError, match=r"ids\[1\] must be a whole number"):
         commands.skip_objects("7", [1, -2], 1)
+    with pytest.raises(CommandError, match="at most 1024 objects"):
+        commands.skip_objects("7", range(2**63), 1)
 
 
 def test_clean_print_error() -> None:

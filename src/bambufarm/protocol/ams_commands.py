@@ -8,6 +8,7 @@ slot), 254/255 for the external spools. Newer commands split it into `ams_id` + 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 from bambufarm.protocol.envelope import (
@@ -70,11 +71,13 @@ def encode_ams_mapping(trays: Sequence[int], *, dual_nozzle: bool) -> AmsMapping
     """Map filament i (0-based, slice_info id-1) to global tray `trays[i]` in both wire forms."""
     if isinstance(trays, str | bytes) or not isinstance(trays, Sequence):
         raise CommandError(f"ams_mapping must be a list of tray ids, got {trays!r}")
-    if len(trays) > MAX_FILAMENTS:
+    # islice, not len(): a huge range() would overflow len() before we could refuse it.
+    items = list(islice(trays, MAX_FILAMENTS + 1))
+    if len(items) > MAX_FILAMENTS:
         raise CommandError(f"ams_mapping may list at most {MAX_FILAMENTS} filaments")
     flat: list[int] = []
     slots: list[tuple[int, int]] = []
-    for index, tray in enumerate(trays):
+    for index, tray in enumerate(items):
         name = f"ams_mapping[{index}]"
         if isinstance(tray, bool) or not isinstance(tray, int):
             raise CommandError(f"{name} must be {_TRAY_IDS_ALLOWED}, got {tray!r}")

@@ -14,6 +14,7 @@ import: `from bambufarm.protocol import commands` then `commands.ams_load(...)`.
 
 from collections.abc import Sequence
 from enum import IntEnum, IntFlag, StrEnum
+from itertools import islice
 from typing import Any
 
 from bambufarm.protocol.ams_commands import (
@@ -297,11 +298,15 @@ def gcode_file(seq: str, path: str) -> Command:
 
 def skip_objects(seq: str, ids: Sequence[int], timestamp: int) -> Command:
     """`print.skip_objects`: stop printing the objects with these identify ids."""
-    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence) or not ids:
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
         raise CommandError(f"ids must be a non-empty list of object ids, got {ids!r}")
-    if len(ids) > MAX_SKIPPED_OBJECTS:
+    # islice, not len(): a huge range() would overflow len() before we could refuse it.
+    items = list(islice(ids, MAX_SKIPPED_OBJECTS + 1))
+    if not items:
+        raise CommandError(f"ids must be a non-empty list of object ids, got {ids!r}")
+    if len(items) > MAX_SKIPPED_OBJECTS:
         raise CommandError(f"at most {MAX_SKIPPED_OBJECTS} objects can be skipped at once")
-    checked = [check_int(f"ids[{i}]", obj, 0, INT32_MAX) for i, obj in enumerate(ids)]
+    checked = [check_int(f"ids[{i}]", obj, 0, INT32_MAX) for i, obj in enumerate(items)]
     when = check_int("timestamp", timestamp, 0, 2**63 - 1, "(Unix seconds)")
     fields = {"obj_list": list(dict.fromkeys(checked)), "timestamp": when}
     return build_command("print", "skip_objects", seq, fields)
