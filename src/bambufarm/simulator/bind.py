@@ -76,7 +76,7 @@ class BindServer:
         except BindFrameError as err:
             logger.info("closing bind connection from %s: %s", peer, err)
         except TimeoutError:
-            logger.debug("bind connection from %s idle for %.0f s", peer, self._timeout)
+            logger.debug("bind connection from %s idle for %.1f s", peer, self._timeout)
         except (ConnectionError, ssl.SSLError) as err:
             logger.debug("bind connection from %s failed: %s", peer, err)
         except Exception:  # task boundary: one bad connection must not affect the others
