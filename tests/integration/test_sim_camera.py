@@ -161,7 +161,7 @@ async def camera(ca: SimulatorCA) -> AsyncIterator[tuple[CameraServer, int, Scen
 
 def test_render_jpeg_is_a_small_valid_jpeg() -> None:
     jpeg = render_jpeg(SCENE)
-    assert jpeg[:2] == b"\xff\xd8"
+    assert jpeg[:4] == b"\xff\xd8\xff\xe0"  # SOI + JFIF APP0: bambulabs-api checks all four
     assert jpeg[-2:] == b"\xff\xd9"
     assert len(jpeg) < 64 * 1024
     with Image.open(io.BytesIO(jpeg)) as image:

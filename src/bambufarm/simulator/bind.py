@@ -58,7 +58,7 @@ class BindServer:
         if server is None:
             return
         server.close()
-        for writer in self._connections:
+        for writer in list(self._connections):
             writer.transport.abort()
         tasks = list(self._connections.values())
         if tasks:

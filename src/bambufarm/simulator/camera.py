@@ -151,7 +151,7 @@ class CameraServer:
             self._stream_task.cancel()
             await asyncio.wait([self._stream_task])
             self._stream_task = None
-        for writer in self._connections:
+        for writer in list(self._connections):
             writer.transport.abort()
         tasks = list(self._connections.values())
         if tasks:
