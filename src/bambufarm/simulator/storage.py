@@ -112,6 +112,16 @@ class Upload:
         self._fh: BinaryIO | None = fh
         self.written = 0
 
+    @property
+    def temp_path(self) -> Path:
+        """The hidden file the bytes go to until commit (for checks before committing)."""
+        return self._temp
+
+    def flush(self) -> None:
+        """Push buffered bytes to the temporary file so that it can be read back."""
+        if self._fh is not None:
+            self._fh.flush()
+
     def write(self, data: bytes) -> None:
         """Append `data`; raise StorageFullError (and write nothing) past the capacity."""
         if self._fh is None:
