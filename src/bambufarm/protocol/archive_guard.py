@@ -515,7 +515,7 @@ def _locate(source: _Source, entry: ArchiveEntry) -> ArchiveEntry:
 def _check_layout(entries: Collection[ArchiveEntry], cd_offset: int) -> None:
     """Refuse entries whose data overlap: the trick behind non-recursive zip bombs."""
     ordered = sorted(entries, key=lambda e: e.offset)
-    for here, after in zip(ordered, [*ordered[1:], None], strict=True):
+    for here, after in zip(ordered, [*ordered[1:], None], strict=False):
         end = here.data_offset + here.compressed_size
         limit = after.offset if after is not None else cd_offset
         if end > limit:

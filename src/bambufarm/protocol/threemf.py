@@ -170,6 +170,8 @@ def read_3mf(
             for name in archive.entries
             if (match := _GCODE_NAME.fullmatch(name))
         )
+        if not gcode and MODEL not in archive:
+            raise ThreeMFError(f"not a 3MF: the archive has neither {MODEL} nor plate G-code")
         info = _slice_info(archive) if SLICE_INFO in archive else None
         if gcode and info is None:
             raise ThreeMFError(f"sliced file has plate G-code but no {SLICE_INFO}")
@@ -216,15 +218,11 @@ def parse_gcode_header(head: bytes) -> GcodeHeader | None:
             f"G-code header block is not closed by '; HEADER_BLOCK_END' within {len(head)} bytes"
         )
     block = head[start + len(_HEADER_START) : end].decode("utf-8", "replace")
-    generator = None
+    lines = [text for line in block.splitlines() if (text := line.strip().lstrip(";").strip())]
+    # The first line names the slicer ("BambuStudio 01.09.07.52"); the rest are "key: value".
+    generator = lines.pop(0) if lines and ":" not in lines[0] else None
     layers = estimated = model_time = None
-    for line in block.splitlines():
-        text = line.strip().lstrip(";").strip()
-        if not text:
-            continue
-        if generator is None and ":" not in text:
-            generator = text
-            continue
+    for text in lines:
         for part in text.split(";"):
             key, _, value = part.partition(":")
             key = key.strip().lower()
