@@ -2,8 +2,10 @@
 
 import io
 import posixpath
+import random
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,32 @@ def test_open_archive_lists_entries_and_reads_heads() -> None:
         assert archive.entries["Metadata/plate_1.png"].size > 0
         head = archive.read_head("Metadata/plate_1.gcode", max_bytes=20)
         assert head == b"; HEADER_BLOCK_START"
+
+
+def test_size_lie_is_caught_even_when_a_read_ends_exactly_at_the_declared_size() -> None:
+    """The honest-looking prefix fills the first 16 KiB read exactly; the excess comes after."""
+    for size in range(16300, 16400):
+        prefix = random.Random(size).randbytes(size)
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        head = deflater.compress(prefix) + deflater.flush(zlib.Z_FULL_FLUSH)
+        if len(head) == 16 * 1024:
+            break
+    else:
+        pytest.fail("no prefix deflates to exactly 16 KiB")
+    excess = b"<config/>" * 1000
+    payload = head + deflater.compress(excess) + deflater.flush()
+    lie = RawEntry(
+        b"Metadata/slice_info.config",
+        prefix,
+        declared_size=size,
+        crc=zlib.crc32(prefix),
+        payload=payload,
+    )
+    with zipfile.ZipFile(io.BytesIO(build_gcode_3mf())) as archive:
+        entries = [
+            RawEntry(i.filename.encode(), archive.read(i))
+            for i in archive.infolist()
+            if i.filename != "Metadata/slice_info.config"
+        ]
+    with pytest.raises(UnsafeArchiveError, match=f"inflates past its declared size of {size}"):
+        read_3mf(build_raw_zip([*entries, lie]))

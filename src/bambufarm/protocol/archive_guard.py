@@ -192,29 +192,24 @@ class SafeArchive:
         self.close()
 
     def _inflate(self, entry: ArchiveEntry, want: int, stop: bytes | None) -> bytes:
-        """Inflate up to `want` bytes; verify size and CRC when the whole entry was read."""
+        """Inflate up to `want` bytes; a whole entry is checked for size, CRC and excess."""
         self._check_ratio(entry)
         out = bytearray()
-        complete = False
         for chunk in self._chunks(entry):
             searched_from = max(0, len(out) - len(stop) + 1) if stop else 0
             out += chunk
-            if len(out) >= want:
-                complete = len(out) == entry.size
-                break
+            if want < entry.size and len(out) >= want:
+                return bytes(out[:want])
             if stop is not None and out.find(stop, searched_from) >= 0:
-                break
-        else:
-            complete = True
-        if complete:
-            if len(out) != entry.size:
-                raise ThreeMFError(
-                    f"entry {entry.name!r} holds {len(out)} bytes but declares {entry.size}"
-                    " (corrupt archive)"
-                )
-            if zlib.crc32(out) != entry.crc:
-                raise ThreeMFError(f"entry {entry.name!r} fails its CRC check (corrupt archive)")
-        return bytes(out[:want])
+                return bytes(out[:want])
+        # Only reached once the stream ended, so data past the declared size has been refused.
+        if len(out) != entry.size:
+            raise ThreeMFError(
+                f"entry {entry.name!r} holds {len(out)} bytes but declares {entry.size} (corrupt)"
+            )
+        if zlib.crc32(out) != entry.crc:
+            raise ThreeMFError(f"entry {entry.name!r} fails its CRC check (corrupt archive)")
+        return bytes(out)
 
     def _check_ratio(self, entry: ArchiveEntry) -> None:
         limit = self._limits.max_ratio
