@@ -89,11 +89,6 @@ class ArchiveEntry:
     raw_name: bytes
     data_offset: int = 0  # where the compressed data starts, after the local header
 
-    @property
-    def is_dir(self) -> bool:
-        """True for a directory entry (name ending in '/')."""
-        return self.name.endswith("/")
-
 
 def check_entry_name(name: str, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
     """Raise UnsafeArchiveError unless `name` is a plain relative path inside the archive."""
