@@ -62,7 +62,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(f"127.0.0.{i}")) for i in (1, 2, 3)]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -107,12 +109,12 @@ SimFactory = Callable[..., Awaitable[Sim]]
 async def make_sim(tmp_path: Path, server_context: ssl.SSLContext) -> AsyncIterator[SimFactory]:
     sims: list[Sim] = []
 
-    async def make(capacity: int = 64 * 1024 * 1024, **options: Any) -> Sim:
+    async def make(capacity: int = 64 * 1024 * 1024, host: str = HOST, **options: Any) -> Sim:
         storage = PrinterStorage(tmp_path / f"sd{len(sims)}", capacity_bytes=capacity)
         stored: list[str] = []
         options.setdefault("wall_clock", lambda: NOW)
         server = FtpsServer(storage, CODE, server_context, on_stored=stored.append, **options)
-        port = await server.start(HOST, 0)
+        port = await server.start(host, 0)
         sim = Sim(server, storage, port, stored)
         sims.append(sim)
         return sim
@@ -177,9 +179,11 @@ class ImplicitFtps(ftplib.FTP_TLS):
         return conn, size
 
 
-def connect(port: int, context: ssl.SSLContext, *, login: bool = True, **kw: Any) -> ImplicitFtps:
+def connect(
+    port: int, context: ssl.SSLContext, *, login: bool = True, host: str = HOST, **kw: Any
+) -> ImplicitFtps:
     ftp = ImplicitFtps(context, **kw)
-    ftp.connect(HOST, port)
+    ftp.connect(host, port)
     if login:
         ftp.login("bblp", CODE)
         ftp.prot_p()
@@ -206,6 +210,8 @@ def store_tolerant(ftp: ImplicitFtps, name: str, data: bytes) -> str:
         return ftp.voidresp()
     except ftplib.Error as err:
         return str(err)
+    except (EOFError, OSError) as err:
+        return f"control connection lost: {err!r}"
 
 
 def upload(ftp: ftplib.FTP, name: str, data: bytes) -> str:
@@ -687,6 +693,26 @@ async def test_two_clients_at_once(make_sim: SimFactory, client_context: ssl.SSL
         assert (sim.storage.root / name).read_bytes() == data
 
 
+async def test_passive_port_listens_on_the_control_address(
+    make_sim: SimFactory, client_context: ssl.SSLContext
+) -> None:
+    sim = await make_sim(host="127.0.0.3")
+
+    def run() -> tuple[str, str, str]:
+        ftp = connect(sim.port, client_context, host="127.0.0.3")
+        try:
+            pasv = ftp.sendcmd("PASV")
+            epsv = ftp.sendcmd("EPSV")  # replaces the PASV listener
+            return pasv, epsv, upload(ftp, "p.bin", b"p")
+        finally:
+            close(ftp)
+
+    pasv, epsv, reply = await asyncio.to_thread(run)
+    assert re.fullmatch(r"227 Entering Passive Mode \(127,0,0,3,\d+,\d+\)\.", pasv), pasv
+    assert re.fullmatch(r"229 Entering Extended Passive Mode \(\|\|\|\d+\|\)", epsv), epsv
+    assert reply == "226 Transfer complete."
+
+
 async def test_data_connection_from_another_address_is_ignored(
     make_sim: SimFactory, client_context: ssl.SSLContext
 ) -> None:
@@ -899,6 +925,37 @@ async def test_close_drops_connected_clients(
         ftp.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.to_thread(connect, sim.port, client_context)
+
+
+async def test_close_during_an_upload_leaves_no_partial_file(
+    make_sim: SimFactory, client_context: ssl.SSLContext
+) -> None:
+    # 20 kB/s: the 1 MB upload is still running when the server closes.
+    sim = await make_sim(faults=FtpsFaults(write_rate_bytes_per_s=20_000))
+    ftp = await asyncio.to_thread(connect, sim.port, client_context)
+    try:
+        transfer = asyncio.create_task(
+            asyncio.to_thread(store_tolerant, ftp, "big.bin", os.urandom(1024 * 1024))
+        )
+        for _ in range(500):
+            if any(sim.storage.root.glob(".upload-*")):
+                break
+            await asyncio.sleep(0.01)  # real time: polls until the upload reaches the storage
+        await sim.server.close()
+        reply = await transfer
+    finally:
+        ftp.close()
+    assert not reply.startswith("226"), reply
+    assert leftovers(sim.storage) == []
+    assert sim.stored == []
+
+
+def test_a_context_allowing_tls_1_3_is_refused(tmp_path: Path, tls_files: TlsFiles) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.pem)
+    storage = PrinterStorage(tmp_path, capacity_bytes=1000)
+    with pytest.raises(ValueError, match=r"TLS 1\.2"):
+        FtpsServer(storage, CODE, context)
 
 
 # --- curl -------------------------------------------------------------------------------------

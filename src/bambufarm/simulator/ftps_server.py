@@ -121,6 +121,12 @@ class FtpsServer:
         wall_clock: Callable[[], float] = time.time,
         validate_3mf: bool = True,
     ) -> None:
+        if ssl_context.maximum_version in (
+            ssl.TLSVersion.MAXIMUM_SUPPORTED,
+            ssl.TLSVersion.TLSv1_3,
+        ):
+            # With TLS 1.3 session tickets clients lose the tail of uploads (protocol.md §12.2).
+            raise ValueError("the FTPS ssl_context must be capped at TLS 1.2 (maximum_version)")
         self.storage = storage
         self.faults = faults
         self.on_stored = on_stored
@@ -164,6 +170,11 @@ class FtpsServer:
         if self._server is not None:
             await self._server.wait_closed()
 
+    @property
+    def closing(self) -> bool:
+        """Whether close() has been called."""
+        return self._closing
+
     def check_access_code(self, code: str) -> bool:
         """Constant-time comparison with the printer's access code."""
         return hmac.compare_digest(code.encode(), self._access_code)
@@ -187,6 +198,12 @@ class FtpsServer:
         session = _ControlSession(self, reader, writer)
         try:
             await session.run()
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+            # close() cancelled us. End normally: Python 3.11's stream callback calls
+            # task.exception(), which raises (and logs an error) on a cancelled task.
+            logger.debug("FTPS session from %s closed by shutdown", session.peer_host)
         except Exception:
             logger.exception("FTPS session from %s failed", session.peer_host)
         finally:

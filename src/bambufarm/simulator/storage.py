@@ -28,6 +28,10 @@ STANDARD_DIRS = ("cache", "model", "timelapse")
 # In-flight uploads are dotfiles: hidden from listings and refused as names.
 TEMP_PREFIX = ".upload-"
 
+# What a printer's SD card sustains over FTPS (protocol.md §2.1: ~50-150 KB/s seen on P1/A1);
+# a realistic profile passes it as the write-rate cap, tests run uncapped.
+SD_CARD_BYTES_PER_S = 160_000
+
 _FORBIDDEN_CHARS = frozenset("\x00\r\n")
 
 
