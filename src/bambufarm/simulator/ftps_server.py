@@ -155,7 +155,7 @@ class FtpsServer:
             limit=MAX_LINE,
         )
         bound: int = self._server.sockets[0].getsockname()[1]
-        logger.info("FTPS listening on %s:%d", host, bound)
+        logger.debug("FTPS listening on %s:%d", host, bound)
         return bound
 
     async def close(self) -> None:
