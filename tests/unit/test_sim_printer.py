@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from bambufarm.protocol.models import model_by_name
-from bambufarm.protocol.rawmerge import merge_print
 from bambufarm.simulator.clock import ManualClock, ScaledClock
 from bambufarm.simulator.identity import (
     AmsKind,
@@ -21,6 +20,7 @@ from bambufarm.simulator.identity import (
 )
 from bambufarm.simulator.printer import CANCELLED_ERROR, FILE_ERROR, SimPrinter
 from bambufarm.simulator.quirks import Quirks
+from tests.support.sim_view import apply_report
 from tests.support.threemf_factory import FilamentSpec, PlateSpec, build_gcode_3mf
 
 ACCESS_CODE = "12345678"
@@ -76,7 +76,7 @@ class Rig:
             body = message.get("print", {})
             if body.get("command") == "push_status":
                 self.reports.append(body)
-                self.seen = dict(body) if body["msg"] == 0 else merge_print(self.seen, body)
+                self.seen = apply_report(self.seen, body)
             else:
                 self.replies.append(message)
         return decoded

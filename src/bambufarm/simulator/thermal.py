@@ -65,7 +65,16 @@ def chamber() -> Heater:
 class Thermals:
     """All heaters of one printer, and the report fields that show them."""
 
-    __slots__ = ("_bed", "_chamber", "_chamber_sensor", "_device", "_nozzles", "_report", "_rng")
+    __slots__ = (
+        "_bed",
+        "_chamber",
+        "_chamber_sensor",
+        "_device",
+        "_nozzles",
+        "_report",
+        "_rng",
+        "_shown_tray",
+    )
 
     def __init__(self, identity: PrinterIdentity, report: ReportState, rng: random.Random) -> None:
         self._nozzles = [nozzle() for _ in range(identity.model.nozzles)]
@@ -76,6 +85,7 @@ class Thermals:
         self._device = is_new_protocol(identity)  # temperatures also packed in `device`
         # X1 and newer models have a real chamber sensor; P1/A1 report a fixed placeholder.
         self._chamber_sensor = is_full_mode(identity) or self._device
+        self._shown_tray = -1  # tray_now last written into device.extruder.info[].snow
 
     @property
     def settled(self) -> bool:
@@ -117,6 +127,9 @@ class Thermals:
 
     def step(self, dt: float, tray_now: int) -> None:
         """Advance every heater `dt` seconds and write the readings into the report."""
+        if tray_now == self._shown_tray and self.settled:
+            return  # cold and unchanged: the readings already in the report are current
+        self._shown_tray = tray_now
         rng = self._rng
         for heater in self._nozzles:
             heater.step(dt, rng)
