@@ -83,7 +83,7 @@ class CommandHandlers:
                     before = printer.report.changes
                     reply = handler(self, body)
                     state_changed |= printer.report.changes != before
-            if "sequence_id" in body:
+            if "sequence_id" in body or (section, command) in _QUERIES:
                 out.append(_reply(section, body, reply))
             elif reply["result"] != "success":
                 logger.debug("%s: %s.%s refused: %s", printer.identity.serial, section,
@@ -358,9 +358,17 @@ def _is_signed(header: object) -> bool:
 def _reply(section: str, body: dict[str, Any], reply: Reply) -> bytes:
     # Echo the request's fields (printers usually do, protocol.md §1.3), then the result;
     # command and sequence_id go back exactly as received, an int id staying an int.
-    answer = {**body, **reply, "command": body.get("command"), "sequence_id": body["sequence_id"]}
+    answer = {**body, **reply, "command": body.get("command")}
+    if "sequence_id" in body:
+        answer["sequence_id"] = body["sequence_id"]
     return orjson.dumps({section: answer})
 
+
+# Requests whose answer is the point: clients send these without a sequence_id too (the
+# connect handshake of protocol.md §12.10) and wait for the reply.
+_QUERIES = frozenset(
+    {("info", "get_version"), ("system", "get_access_code"), ("upgrade", "get_history")}
+)
 
 _HANDLERS: dict[tuple[str, str], Handler] = {
     ("pushing", "pushall"): CommandHandlers._pushall,
