@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bambufarm.protocol.models import model_by_name
 from bambufarm.simulator.clock import ManualClock, ScaledClock
@@ -37,6 +39,9 @@ def job_3mf(*filaments: FilamentSpec, prediction_s: int = PREDICTION_S) -> bytes
     return build_gcode_3mf(plates=(plate,))
 
 
+DEFAULT_JOB = job_3mf()
+
+
 class Rig:
     """A printer, its clock and storage, and what a client subscribed to its reports sees."""
 
@@ -49,7 +54,7 @@ class Rig:
         identity: PrinterIdentity | None = None,
     ) -> None:
         self.clock = ManualClock()
-        self.files = {JOB: job_3mf()} if files is None else files
+        self.files = {JOB: DEFAULT_JOB} if files is None else files
         self.reads: list[str] = []
         self.identity = identity or default_identity(
             model_by_name(model), 7, access_code=ACCESS_CODE
@@ -701,3 +706,54 @@ def test_serials_carry_the_model_prefix() -> None:
     serial = make_serial(model, 123)
     assert serial == "03000A000000123"
     assert len(serial) == 15
+
+
+# ------------------------------------------------------------------------ robustness
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+_KNOWN = sorted({("print", c) for c in (
+    "project_file", "pause", "resume", "stop", "print_speed", "gcode_line", "skip_objects",
+    "ams_change_filament", "ams_filament_setting", "ams_control", "clean_print_error",
+    "set_bed_temp", "set_nozzle_temp", "set_ctt")} | {("system", "ledctrl"),
+    ("camera", "ipcam_resolution_set"), ("xcam", "xcam_control_set"), ("pushing", "pushall"),
+    ("info", "get_version")})  # fmt: skip
+_FIELDS = st.sampled_from(
+    ["param", "url", "file", "ams_mapping", "ams_mapping2", "target", "ams_id", "tray_id",
+     "slot_id", "tray_type", "tray_color", "obj_list", "temp", "target_temp", "extruder_index",
+     "ctt_val", "led_node", "led_mode", "resolution", "module_name", "control", "sequence_id",
+     "nozzle_temp_min", "subtask_name", "task_id", "bed_leveling"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    command=st.sampled_from(_KNOWN),
+    fields=st.dictionaries(_FIELDS, _JSON, max_size=6),
+    model=st.sampled_from(["P1S", "H2D", "X1C"]),
+)
+def test_any_field_values_get_an_answer_never_an_exception(
+    command: tuple[str, str], fields: dict[str, Any], model: str
+) -> None:
+    rig = Rig(model)
+    section, name = command
+    if name == "project_file":
+        fields.setdefault("url", f"ftp:///{JOB}")  # reach the job start with odd other fields
+    payload = orjson.dumps({section: {**fields, "command": name, "sequence_id": "5"}})
+    for message in rig._absorb(rig.printer.handle_request(payload)):
+        assert all(isinstance(v, dict) for v in message.values())
+    rig.run(30, step=3)  # whatever the command did, the machine keeps running
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.dictionaries(st.sampled_from(["print", "system", "info", "pushing", "header",
+                                                "x"]), _JSON, max_size=3))  # fmt: skip
+def test_any_payload_shape_is_survived(message: dict[str, Any]) -> None:
+    rig = Rig("H2D")
+    for reply in rig._absorb(rig.printer.handle_request(orjson.dumps(message))):
+        assert all(isinstance(v, dict) for v in reply.values())

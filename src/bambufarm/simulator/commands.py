@@ -42,6 +42,11 @@ def _failed(reason: str, **extra: Any) -> Reply:
     return {"result": "failed", "reason": reason, **extra}
 
 
+def _choice(value: object, allowed: frozenset[str]) -> bool:
+    """Whether `value` is one of the allowed strings (any JSON value may arrive)."""
+    return isinstance(value, str) and value in allowed
+
+
 def _int(value: object) -> int | None:
     """An int from an int or a decimal string, as clients send both; None otherwise."""
     if isinstance(value, bool):
@@ -83,7 +88,9 @@ class CommandHandlers:
                     before = printer.report.changes
                     reply = handler(self, body)
                     state_changed |= printer.report.changes != before
-            if "sequence_id" in body or (section, command) in _QUERIES:
+            if "sequence_id" in body or (
+                isinstance(command, str) and (section, command) in _QUERIES
+            ):
                 out.append(_reply(section, body, reply))
             elif reply["result"] != "success":
                 logger.debug("%s: %s.%s refused: %s", printer.identity.serial, section,
@@ -270,7 +277,7 @@ class CommandHandlers:
         return _ok()
 
     def _ams_control(self, body: dict[str, Any]) -> Reply:
-        if body.get("param") not in _AMS_CONTROL:
+        if not _choice(body.get("param"), _AMS_CONTROL):
             return _failed(f"param must be one of {', '.join(sorted(_AMS_CONTROL))}")
         return _ok()
 
@@ -280,7 +287,7 @@ class CommandHandlers:
         node, mode = body.get("led_node"), body.get("led_mode")
         report = self._printer.report
         lights: list[dict[str, str]] = report.data["lights_report"]
-        if mode not in _LED_MODES:
+        if not _choice(mode, _LED_MODES):
             return _failed("led_mode must be on, off or flashing")
         if not any(light["node"] == node for light in lights):
             return _failed(f"no light {node!r} on this printer")
@@ -296,7 +303,7 @@ class CommandHandlers:
     ) -> Callable[[dict[str, Any]], Reply]:
         def handler(body: dict[str, Any]) -> Reply:
             value = body.get("control") if key != "resolution" else body.get("resolution")
-            if value not in allowed:
+            if not _choice(value, allowed):
                 return _failed(f"{key} must be one of {', '.join(sorted(allowed))}")
             self._printer.report.set(("ipcam", key), value)
             return _ok()
@@ -315,7 +322,7 @@ class CommandHandlers:
     def _xcam_control(self, body: dict[str, Any]) -> Reply:
         module, control = body.get("module_name"), body.get("control")
         xcam: dict[str, Any] = self._printer.report.data["xcam"]
-        if module not in xcam or not isinstance(control, bool):
+        if not _choice(module, frozenset(xcam)) or not isinstance(control, bool):
             return _failed("module_name must name an xcam detector and control be a boolean")
         self._printer.report.set(("xcam", str(module)), control)
         return _ok()

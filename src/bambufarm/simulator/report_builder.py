@@ -12,7 +12,7 @@ yields the next full report.
 from dataclasses import dataclass
 from typing import Any
 
-from bambufarm.protocol.models import ReportMode
+from bambufarm.protocol.models import CameraKind, ReportMode
 
 from .identity import AMS_HT_FIRST_ID, AmsKind, PrinterIdentity, TraySpec
 from .quirks import Quirks
@@ -358,11 +358,11 @@ def _ipcam(identity: PrinterIdentity) -> dict[str, Any]:
         "ipcam_dev": "1",
         "ipcam_record": "enable",
         "timelapse": "disable",
-        "resolution": "1080p" if identity.model.camera == "rtsps" else "",
+        "resolution": "1080p" if identity.model.camera is CameraKind.RTSPS else "",
         "tutk_server": "disable",
         "mode_bits": 3,
     }
-    if identity.model.camera == "rtsps":
+    if identity.model.camera is CameraKind.RTSPS:
         # RTSPS on 322 (protocol.md §3.1); the client adds credentials itself.
         ipcam["rtsp_url"] = f"rtsps://{identity.ip}/streaming/live/1"
     return ipcam
