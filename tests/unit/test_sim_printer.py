@@ -604,6 +604,24 @@ def test_skip_objects_accumulates_in_s_obj() -> None:
     assert rig.reply("print", "skip_objects", obj_list="206")["result"] == "failed"
 
 
+def test_camera_and_xcam_settings_change_their_report_objects() -> None:
+    rig = Rig("X1C")
+    assert rig.reply("camera", "ipcam_record_set", control="disable")["result"] == "success"
+    assert rig.reply("camera", "ipcam_resolution_set", resolution="720p")["result"] == "success"
+    assert rig.reply("camera", "ipcam_timelapse", control="on")["result"] == "failed"
+    ack = rig.reply("xcam", "xcam_control_set", module_name="spaghetti_detector", control=False)
+    assert ack["result"] == "success"
+    rig.run(1)
+    assert (rig.seen["ipcam"]["ipcam_record"], rig.seen["ipcam"]["resolution"]) == (
+        "disable",
+        "720p",
+    )
+    assert rig.seen["xcam"]["spaghetti_detector"] is False
+    assert rig.reply("xcam", "xcam_control_set", module_name="nope", control=True)["result"] == (
+        "failed"
+    )
+
+
 # ------------------------------------------------------------------------ version, faults, pushes
 
 

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 VERIFY_FAILED = 84_033_543  # 0x05024007: signature absent or bad (protocol.md §9.2)
 _LED_MODES = frozenset({"on", "off", "flashing"})
+_ON_OFF = frozenset({"enable", "disable"})
+_RESOLUTIONS = frozenset({"720p", "1080p"})
 _AMS_CONTROL = frozenset({"resume", "pause", "reset", "done", "abort"})
 # M106 P<n> → report key; P10 (secondary aux, P2S/X2D) has no legacy report field.
 _FAN_KEYS = {1: "cooling_fan_speed", 2: "big_fan1_speed", 3: "big_fan2_speed"}
@@ -298,26 +300,20 @@ class CommandHandlers:
     def _get_access_code(self, body: dict[str, Any]) -> Reply:
         return _ok(access_code=self._printer.identity.access_code)
 
-    def _ipcam_setting(
-        self, key: str, allowed: frozenset[str]
-    ) -> Callable[[dict[str, Any]], Reply]:
-        def handler(body: dict[str, Any]) -> Reply:
-            value = body.get("control") if key != "resolution" else body.get("resolution")
-            if not _choice(value, allowed):
-                return _failed(f"{key} must be one of {', '.join(sorted(allowed))}")
-            self._printer.report.set(("ipcam", key), value)
-            return _ok()
-
-        return handler
+    def _ipcam_setting(self, key: str, value: object, allowed: frozenset[str]) -> Reply:
+        if not _choice(value, allowed):
+            return _failed(f"{key} must be one of {', '.join(sorted(allowed))}")
+        self._printer.report.set(("ipcam", key), value)
+        return _ok()
 
     def _record(self, body: dict[str, Any]) -> Reply:
-        return self._ipcam_setting("ipcam_record", frozenset({"enable", "disable"}))(body)
+        return self._ipcam_setting("ipcam_record", body.get("control"), _ON_OFF)
 
     def _timelapse(self, body: dict[str, Any]) -> Reply:
-        return self._ipcam_setting("timelapse", frozenset({"enable", "disable"}))(body)
+        return self._ipcam_setting("timelapse", body.get("control"), _ON_OFF)
 
     def _resolution(self, body: dict[str, Any]) -> Reply:
-        return self._ipcam_setting("resolution", frozenset({"720p", "1080p"}))(body)
+        return self._ipcam_setting("resolution", body.get("resolution"), _RESOLUTIONS)
 
     def _xcam_control(self, body: dict[str, Any]) -> Reply:
         module, control = body.get("module_name"), body.get("control")
