@@ -192,8 +192,8 @@ def test_truncated_packets_are_refused(packet: Packet, cut: int) -> None:
         (b"\x30\xff\xff\xff\xff\x01", "more than four bytes"),
         (b"\xc0\x01\x00", "trailing"),
         (b"\x80\x06\x00\x01\x00\x01a\x00", "flags"),  # SUBSCRIBE without the 0b0010 flags
-        (b"\x82\x02\x00\x01", "no topic filter"),
-        (b"\x82\x06\x00\x01\x00\x01a\x03", "requested QoS"),
+        (b"\x82\x02\x00\x01", "at least one topic filter"),
+        (b"\x82\x06\x00\x01\x00\x01a\x03", "QoS 3 is not"),
         (b"\x36\x05\x00\x01a\x00\x01", "QoS bits are 3"),
         (b"\x32\x05\x00\x01a\x00\x00", "packet id 0"),
         (b"\x38\x03\x00\x01a", "DUP"),
