@@ -502,6 +502,11 @@ async def test_malformed_bytes_close_only_that_client(
         raw_clients.append(raw)
         await raw.send(data)
         assert await raw.closed_by_broker(), data
+    # MQTT without TLS on the TLS port fails the handshake, not the broker.
+    plain = await RawClient.open(port, None)
+    raw_clients.append(plain)
+    await plain.send(Connect("", username="bblp", password=CODE.encode()))
+    assert await plain.closed_by_broker()
     # Malformed after a successful login, too.
     raw = await RawClient.open(port, client_ctx)
     raw_clients.append(raw)
