@@ -5,6 +5,7 @@ import logging
 import typer
 
 from bambufarm import __version__
+from bambufarm.cli import sim
 
 app = typer.Typer(
     name="bambufarm",
@@ -12,6 +13,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+sim.register(app)
 
 
 @app.command()
