@@ -10,6 +10,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "bambufarm"
 ALLOWED = {
     "protocol": {"protocol"},
     "simulator": {"protocol", "simulator"},
+    "fleet": {"protocol", "fleet"},
 }
 
 
