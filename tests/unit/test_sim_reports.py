@@ -1,6 +1,7 @@
 """What the simulated printer publishes: report content per model, full vs delta, merge rules."""
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from bambufarm.protocol.models import MODELS, PrinterModel, ReportMode, model_by_name
 from bambufarm.protocol.report import parse_report
+from bambufarm.protocol.state import empty_state, merge
 from bambufarm.simulator.clock import ManualClock
 from bambufarm.simulator.identity import PrinterIdentity, TraySpec, default_identity, make_serial
 from bambufarm.simulator.printer import HEARTBEAT_S, SimPrinter
@@ -333,6 +335,29 @@ def test_merging_deltas_equals_the_next_full_report(
                 view = apply_report(view, body)
     expected = orjson.loads(printer.full_report())["print"]
     assert _comparable(view) == _comparable(expected)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    model=st.sampled_from(["P1S", "A1", "H2D", "P2S", "X1C"]),
+    actions=ACTIONS,
+    seed=st.integers(0, 1000),
+)
+def test_manager_merge_of_deltas_equals_merging_the_next_full_report(
+    model: str, actions: list[Action], seed: int
+) -> None:
+    printer, clock = make(model, seed=seed)
+    state = merge(empty_state(printer.identity.serial), parse_report(printer.full_report()))
+    for action in [*actions, ("wait", 0)]:
+        for payload in _act(printer, clock, action):
+            state = merge(state, parse_report(payload))
+    fresh = parse_report(printer.full_report())
+    resynced = merge(state, fresh)
+    assert _comparable(state.raw) == _comparable(fresh.sections["print"])
+    # The typed view agrees too; the job may keep the ams_mapping it saw at job start.
+    for part in ("temperatures", "fans", "speed", "lights", "ams", "hms", "storage", "camera"):
+        assert getattr(state, part) == getattr(resynced, part), part
+    assert replace(state.job, ams_mapping=None) == replace(resynced.job, ams_mapping=None)
 
 
 # ------------------------------------------------------------------------ identity and quirks
