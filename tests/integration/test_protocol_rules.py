@@ -7,7 +7,6 @@ clients are our raw MQTT probe, ftplib, and a blocking TLS socket where record b
 
 import asyncio
 import calendar
-import contextlib
 import ftplib
 import io
 import os
@@ -39,6 +38,7 @@ from tests.support.printer_clients import (
     open_ftps,
     print_body,
     quit_ftps,
+    store_tolerant,
 )
 from tests.support.sim import running_fleet
 from tests.support.threemf_factory import build_gcode_3mf
@@ -155,23 +155,6 @@ async def test_rule_03_data_eof_without_close_notify_is_end_of_file(
     assert (fleet.node(printer.serial).storage.root / "eof.bin").read_bytes() == payload
 
 
-def _store_tolerant(ftp: ImplicitFtps, name: str, data: bytes) -> str:
-    """STOR that survives the printer refusing the data connection; returns its last reply."""
-    try:
-        conn = ftp.transfercmd(f"STOR {name}")
-    except ftplib.Error as err:
-        return str(err)
-    try:
-        with contextlib.suppress(OSError):
-            conn.sendall(data)
-    finally:
-        conn.close()
-    try:
-        return ftp.voidresp()
-    except ftplib.Error as err:
-        return str(err)
-
-
 @pytest.mark.parametrize(
     ("model", "quirks", "required"),
     [
@@ -191,7 +174,7 @@ async def test_rule_04_session_reuse_is_a_per_model_option(
         def run() -> tuple[str, str]:
             ftp = open_ftps(printer, reuse_session=False)
             try:
-                without = _store_tolerant(ftp, "probe.bin", b"x" * 1000)
+                without = store_tolerant(ftp, "probe.bin", b"x" * 1000)
             finally:
                 quit_ftps(ftp)
             ftp = open_ftps(printer, reuse_session=True)

@@ -83,12 +83,23 @@ class MqttProbe:
 
     @classmethod
     async def open(
-        cls, printer: ManifestPrinter, context: ssl.SSLContext | None = None
+        cls,
+        printer: ManifestPrinter,
+        context: ssl.SSLContext | None = None,
+        *,
+        source: str | None = None,
     ) -> "MqttProbe":
-        """Open the TLS connection (unverified unless `context` says otherwise)."""
+        """Open the TLS connection (unverified unless `context` says otherwise).
+
+        `source` picks the local address (any of 127.0.0.0/8), so a test can appear to come
+        from another machine.
+        """
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                printer.host, printer.ports.mqtt, ssl=context or client_context()
+                printer.host,
+                printer.ports.mqtt,
+                ssl=context or client_context(),
+                local_addr=(source, 0) if source else None,
             ),
             TIMEOUT,
         )
@@ -308,6 +319,27 @@ def open_ftps(
         ftp.close()
         raise
     return ftp
+
+
+def store_tolerant(ftp: ImplicitFtps, name: str, data: bytes) -> str:
+    """STOR that survives the printer refusing or dropping the data connection (blocking).
+
+    Returns the printer's final reply text (e.g. `226 ...`, `426 ...`, `522 ...`), whatever
+    happened to the data socket on the way.
+    """
+    try:
+        conn = ftp.transfercmd(f"STOR {name}")
+    except ftplib.Error as err:
+        return str(err)
+    try:
+        with contextlib.suppress(OSError):
+            conn.sendall(data)
+    finally:
+        conn.close()  # no close_notify: the printer must take EOF as the end (rule 3)
+    try:
+        return ftp.voidresp()
+    except ftplib.Error as err:
+        return str(err)
 
 
 def quit_ftps(ftp: ftplib.FTP) -> None:
