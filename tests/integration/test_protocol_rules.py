@@ -33,6 +33,7 @@ from tests.support.printer_clients import (
     ImplicitFtps,
     MqttProbe,
     Report,
+    camera_auth_packet,
     client_context,
     is_push_status,
     open_ftps,
@@ -606,12 +607,6 @@ async def test_rule_13_extra_top_level_keys_beside_print(
 # ----------------------------------------------------------------------------- rule 14
 
 
-def _camera_auth(code: str) -> bytes:
-    # protocol.md §3.2, built from the table rather than our codec: four little-endian words
-    # (0x40, 0x3000, 0, 0), then user and access code NUL-padded to 32 bytes each.
-    return struct.pack("<IIII32s32s", 0x40, 0x3000, 0, 0, b"bblp", code.encode())
-
-
 def _camera_records(printer: ManifestPrinter, ca_cert: str) -> list[bytes]:
     """The first reads after auth, each at most one TLS record (SSL_read never spans two)."""
     assert printer.ports.camera is not None
@@ -620,7 +615,7 @@ def _camera_records(printer: ManifestPrinter, ca_cert: str) -> list[bytes]:
         socket.create_connection((printer.host, printer.ports.camera), TIMEOUT) as raw,
         context.wrap_socket(raw, server_hostname=printer.host) as tls,
     ):
-        tls.sendall(_camera_auth(printer.access_code))
+        tls.sendall(camera_auth_packet(printer.access_code))
         header = tls.recv(65536)
         size = struct.unpack_from("<I", header)[0] if len(header) >= 4 else 0
         body = b""

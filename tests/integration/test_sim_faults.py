@@ -11,7 +11,6 @@ import io
 import os
 import socket
 import ssl
-import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.support.printer_clients import (
     TIMEOUT,
     MqttProbe,
     Report,
+    camera_auth_packet,
     client_context,
     eventually,
     is_push_status,
@@ -461,7 +461,7 @@ def _camera_read_after_auth(printer: ManifestPrinter, code: str) -> bytes:
         socket.create_connection((printer.host, printer.ports.camera), TIMEOUT) as raw,
         client_context().wrap_socket(raw) as tls,
     ):
-        tls.sendall(struct.pack("<IIII32s32s", 0x40, 0x3000, 0, 0, b"bblp", code.encode()))
+        tls.sendall(camera_auth_packet(code))
         try:
             return tls.recv(65536)
         except (ConnectionError, ssl.SSLError):

@@ -12,6 +12,7 @@ import contextlib
 import ftplib
 import socket
 import ssl
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -243,6 +244,13 @@ class MqttProbe:
     def _packet_id(self) -> int:
         self._next_id = self._next_id % 0xFFFF + 1
         return self._next_id
+
+
+def camera_auth_packet(code: str, user: str = USER) -> bytes:
+    """The 80-byte camera auth of protocol.md §3.2, built from its table (not our codec)."""
+    # Four little-endian words (0x40 bytes of credentials follow, type 0x3000 "auth", flags 0,
+    # reserved 0), then user and access code NUL-padded to 32 bytes each.
+    return struct.pack("<IIII32s32s", 0x40, 0x3000, 0, 0, user.encode(), code.encode())
 
 
 def decode_report(payload: bytes) -> Report | None:
