@@ -608,3 +608,46 @@ async def test_malformed_mqtt_input_disturbs_no_other_client_or_printer(
         ticking = fleet.reports_published > published_before
     assert closed == [True] * 5
     assert ticking
+
+
+def _files_outside(top: Path, storage_root: Path) -> list[Path]:
+    return sorted(p for p in top.rglob("*") if not p.is_relative_to(storage_root))
+
+
+async def test_path_traversal_is_confined_on_ftps_and_in_project_file(
+    tmp_path: Path, probes: list[MqttProbe]
+) -> None:
+    async with running_fleet(tmp_path, models=("P1S",)) as (fleet, manifest):
+        printer = manifest.printers[0]
+        node = fleet.node(printer.serial)
+        (tmp_path / "secret.gcode.3mf").write_bytes(build_gcode_3mf())
+        before = _files_outside(tmp_path, node.storage.root)
+
+        def ftps() -> list[str]:
+            ftp = open_ftps(printer)
+            try:
+                replies = [
+                    store_tolerant(ftp, name, b"escape")
+                    for name in ("../../../escape.bin", "/../escape.bin", "cache/../../x.bin")
+                ]
+                try:
+                    ftp.cwd("../..")
+                    replies.append(ftp.pwd())
+                except ftplib.Error as err:
+                    replies.append(str(err))
+                return replies
+            finally:
+                quit_ftps(ftp)
+
+        replies = await asyncio.to_thread(ftps)
+        probe = await _probe(probes, printer)
+        depth = "../" * len(node.storage.root.relative_to(tmp_path).parts)
+        await probe.request(_project_file("95001", f"{depth}secret.gcode.3mf", [0]))
+        ack = await probe.reply("print", "project_file", "95001")
+        after = _files_outside(tmp_path, node.storage.root)
+        state = node.printer.gcode_state
+    assert [r[:4] for r in replies] == ["550 "] * 4, replies
+    assert all("leaves the storage root" in r for r in replies), replies
+    assert after == before  # nothing written outside the printer's storage
+    assert ack["result"] == "failed"
+    assert state == "IDLE"
