@@ -8,6 +8,7 @@ the single-slot AMS HT, 254/255 for external spools.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from bambufarm.protocol.coerce import to_float, to_hex, to_int, to_str
@@ -19,7 +20,7 @@ EXTERNAL_TRAY_IDS = (254, 255)
 NO_TRAY = 255
 _HUMIDITY_INDEX_MAX = 5
 
-_EMPTY: Mapping[str, Any] = {}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

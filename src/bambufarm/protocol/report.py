@@ -8,6 +8,7 @@ Anything else that is not such an object raises `ReportError` saying what was wr
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -22,7 +23,8 @@ _PADDING = b"\x00\t\n\r "
 # far beyond any real report and stops a hostile peer from making us parse gigabytes.
 MAX_REPORT_BYTES = 16 * 1024 * 1024
 
-_EMPTY: Mapping[str, Any] = {}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,7 @@ class Report:
 
 def parse_report(payload: bytes) -> Report:
     """Parse one MQTT report payload; raise `ReportError` when it is not a report object."""
-    if not isinstance(payload, bytes | bytearray | memoryview):
+    if not isinstance(payload, _BYTES_TYPES):
         raise ReportError(f"report payload must be bytes, not {type(payload).__name__}")
     if len(payload) > MAX_REPORT_BYTES:
         raise ReportError(
