@@ -1,326 +1,87 @@
-"""MQTT 3.1.1 packets as typed values: encode, decode, incremental framing, topic matching.
+"""MQTT 3.1.1 packets: encode typed values to bytes, decode bytes to typed values.
 
 Pure and sans-IO: the simulator's broker and the fleet's client move bytes, this module turns
 them into packets and back. Bambu printers speak MQTT 3.1.1 only (protocol.md §1.1), so a
 CONNECT naming any other protocol level decodes to `UnsupportedConnect` (the broker answers
 CONNACK 1) instead of being read with 3.1.1 rules. Every malformed input raises
 `MqttPacketError`; nothing else escapes.
+
+This is the one import for MQTT packets. The values themselves live in `mqtt_packet_types`,
+framing (remaining length, cutting a stream into packets) in `mqtt_framing` and topic rules in
+`mqtt_topics`; their public names are re-exported here.
 """
 
-from dataclasses import dataclass
-from enum import IntEnum
-
 from bambufarm.protocol.errors import MqttPacketError
-
-PROTOCOL_NAME = "MQTT"
-PROTOCOL_LEVEL = 4  # MQTT 3.1.1
-# Four 7-bit groups of remaining length (spec 2.2.3): 268,435,455 bytes at most.
-MAX_REMAINING_LENGTH = 0x0FFFFFFF
-MAX_PACKET_ID = 0xFFFF
-SUBACK_FAILURE = 0x80
-
-
-class PacketType(IntEnum):
-    """The control packet type in the high nibble of the first byte."""
-
-    CONNECT = 1
-    CONNACK = 2
-    PUBLISH = 3
-    PUBACK = 4
-    PUBREC = 5
-    PUBREL = 6
-    PUBCOMP = 7
-    SUBSCRIBE = 8
-    SUBACK = 9
-    UNSUBSCRIBE = 10
-    UNSUBACK = 11
-    PINGREQ = 12
-    PINGRESP = 13
-    DISCONNECT = 14
-
-
-class ConnackCode(IntEnum):
-    """CONNACK return codes of MQTT 3.1.1 (spec table 3.1)."""
-
-    ACCEPTED = 0
-    UNACCEPTABLE_PROTOCOL_VERSION = 1
-    IDENTIFIER_REJECTED = 2
-    SERVER_UNAVAILABLE = 3
-    BAD_USERNAME_OR_PASSWORD = 4
-    NOT_AUTHORIZED = 5  # what a Bambu printer answers to a wrong access code
-
-
-# --------------------------------------------------------------------------- packets
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    """The last-will message carried in a CONNECT."""
-
-    topic: str
-    message: bytes
-    qos: int = 0
-    retain: bool = False
-
-    def __post_init__(self) -> None:
-        _check_qos(self.qos)
-        _check_topic_name(self.topic)
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    """CONNECT of MQTT 3.1.1 (protocol name `MQTT`, level 4)."""
-
-    client_id: str
-    clean_session: bool = True
-    keepalive: int = 60
-    username: str | None = None
-    password: bytes | None = None
-    will: Will | None = None
-
-    def __post_init__(self) -> None:
-        _check_u16(self.keepalive, "keepalive")
-        if self.password is not None and self.username is None:
-            raise MqttPacketError("CONNECT with a password needs a username (MQTT-3.1.2-22)")
-
-
-@dataclass(frozen=True, slots=True)
-class UnsupportedConnect:
-    """A CONNECT for a protocol level other than 4; only its name and level are read."""
-
-    protocol_name: str
-    protocol_level: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.protocol_level <= 0xFF or self.protocol_level == PROTOCOL_LEVEL:
-            raise MqttPacketError(f"protocol level {self.protocol_level} is not unsupported")
-
-
-@dataclass(frozen=True, slots=True)
-class Connack:
-    """CONNACK: the server's answer to CONNECT."""
-
-    return_code: ConnackCode
-    session_present: bool = False
-
-    def __post_init__(self) -> None:
-        if self.session_present and self.return_code != ConnackCode.ACCEPTED:
-            raise MqttPacketError("a refused CONNACK must not set session-present (MQTT-3.2.2-4)")
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """PUBLISH; `packet_id` is present exactly when qos > 0."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    packet_id: int | None = None
-    retain: bool = False
-    dup: bool = False
-
-    def __post_init__(self) -> None:
-        _check_qos(self.qos)
-        _check_topic_name(self.topic)
-        if self.qos == 0:
-            if self.packet_id is not None or self.dup:
-                raise MqttPacketError("a QoS 0 PUBLISH has no packet id and no DUP flag")
-        elif self.packet_id is None:
-            raise MqttPacketError(f"a QoS {self.qos} PUBLISH needs a packet id")
-        else:
-            _check_packet_id(self.packet_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _PacketIdOnly:
-    """A packet whose only field is a packet id (the acknowledgements)."""
-
-    packet_id: int
-
-    def __post_init__(self) -> None:
-        _check_packet_id(self.packet_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Puback(_PacketIdOnly):
-    """PUBACK: acknowledges a QoS 1 PUBLISH."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pubrec(_PacketIdOnly):
-    """PUBREC: first answer to a QoS 2 PUBLISH."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pubrel(_PacketIdOnly):
-    """PUBREL: the publisher's answer to PUBREC."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pubcomp(_PacketIdOnly):
-    """PUBCOMP: completes a QoS 2 exchange."""
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    """SUBSCRIBE: one or more (topic filter, requested QoS) pairs."""
-
-    packet_id: int
-    topics: tuple[tuple[str, int], ...]
-
-    def __post_init__(self) -> None:
-        _check_packet_id(self.packet_id)
-        if not self.topics:
-            raise MqttPacketError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
-        for topic_filter, qos in self.topics:
-            _check_qos(qos)
-            if not topic_filter:
-                raise MqttPacketError("SUBSCRIBE has an empty topic filter (MQTT-4.7.3-1)")
-
-
-@dataclass(frozen=True, slots=True)
-class Suback:
-    """SUBACK: one return code per requested filter (granted QoS or 0x80)."""
-
-    packet_id: int
-    return_codes: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        _check_packet_id(self.packet_id)
-        if not self.return_codes:
-            raise MqttPacketError("SUBACK needs at least one return code")
-        for code in self.return_codes:
-            if code not in (0, 1, 2, SUBACK_FAILURE):
-                raise MqttPacketError(f"SUBACK return code {code:#x} is not 0, 1, 2 or 0x80")
-
-
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    """UNSUBSCRIBE: one or more topic filters."""
-
-    packet_id: int
-    topics: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        _check_packet_id(self.packet_id)
-        if not self.topics:
-            raise MqttPacketError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
-        if any(not topic for topic in self.topics):
-            raise MqttPacketError("UNSUBSCRIBE has an empty topic filter (MQTT-4.7.3-1)")
-
-
-@dataclass(frozen=True, slots=True)
-class Unsuback(_PacketIdOnly):
-    """UNSUBACK: acknowledges an UNSUBSCRIBE."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pingreq:
-    """PINGREQ: the client's keepalive probe."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pingresp:
-    """PINGRESP: the answer to PINGREQ."""
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """DISCONNECT: the client closes cleanly."""
-
-
-Packet = (
-    Connect
-    | UnsupportedConnect
-    | Connack
-    | Publish
-    | Puback
-    | Pubrec
-    | Pubrel
-    | Pubcomp
-    | Subscribe
-    | Suback
-    | Unsubscribe
-    | Unsuback
-    | Pingreq
-    | Pingresp
-    | Disconnect
+from bambufarm.protocol.mqtt_framing import (
+    MAX_REMAINING_LENGTH,
+    FrameReader,
+    encode_remaining_length,
+    frame,
 )
+from bambufarm.protocol.mqtt_packet_types import (
+    MAX_PACKET_ID,
+    PROTOCOL_LEVEL,
+    PROTOCOL_NAME,
+    SUBACK_FAILURE,
+    Connack,
+    ConnackCode,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    UnsupportedConnect,
+    Will,
+)
+from bambufarm.protocol.mqtt_topics import is_valid_topic_filter, topic_matches
 
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_qos(qos: int) -> None:
-    if qos not in (0, 1, 2):
-        raise MqttPacketError(f"QoS {qos} is not 0, 1 or 2")
-
-
-def _check_u16(value: int, what: str) -> None:
-    if not 0 <= value <= 0xFFFF:
-        raise MqttPacketError(f"{what} {value} does not fit in two bytes")
-
-
-def _check_packet_id(packet_id: int) -> None:
-    if not 1 <= packet_id <= MAX_PACKET_ID:
-        raise MqttPacketError(f"packet id {packet_id} is not in 1..65535 (MQTT-2.3.1-1)")
-
-
-def _check_topic_name(topic: str) -> None:
-    if not topic:
-        raise MqttPacketError("topic name is empty (MQTT-4.7.3-1)")
-    if "+" in topic or "#" in topic:
-        raise MqttPacketError(f"topic name {topic!r} contains a wildcard (MQTT-3.3.2-2)")
-
-
-def is_valid_topic_filter(topic_filter: str) -> bool:
-    """True when `topic_filter` follows the wildcard rules of spec 4.7.1."""
-    if not topic_filter or "\x00" in topic_filter:
-        return False
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
-
-
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """True when the topic name `topic` matches `topic_filter` (with `+` and `#` wildcards)."""
-    if topic_filter == topic:
-        return True
-    # Wildcards at the first level never match topics starting with "$" (MQTT-4.7.2-1).
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return True  # also matches the parent level: "a/#" matches "a"
-        if index >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == len(topic_levels)
+__all__ = [
+    "MAX_PACKET_ID",
+    "MAX_REMAINING_LENGTH",
+    "PROTOCOL_LEVEL",
+    "PROTOCOL_NAME",
+    "SUBACK_FAILURE",
+    "Connack",
+    "ConnackCode",
+    "Connect",
+    "Disconnect",
+    "Packet",
+    "PacketReader",
+    "PacketType",
+    "Pingreq",
+    "Pingresp",
+    "Puback",
+    "Pubcomp",
+    "Publish",
+    "Pubrec",
+    "Pubrel",
+    "Suback",
+    "Subscribe",
+    "Unsuback",
+    "Unsubscribe",
+    "UnsupportedConnect",
+    "Will",
+    "decode",
+    "decode_packet",
+    "encode",
+    "encode_publish",
+    "encode_remaining_length",
+    "is_valid_topic_filter",
+    "topic_matches",
+]
 
 
 # --------------------------------------------------------------------------- encoding
-
-
-def encode_remaining_length(length: int) -> bytes:
-    """The variable-length encoding of a remaining length (1 to 4 bytes)."""
-    if not 0 <= length <= MAX_REMAINING_LENGTH:
-        raise MqttPacketError(f"remaining length {length} does not fit in four bytes")
-    out = bytearray()
-    while True:
-        digit = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(digit | 0x80)
-        else:
-            out.append(digit)
-            return bytes(out)
 
 
 def _utf8(text: str, what: str) -> bytes:
@@ -335,10 +96,6 @@ def _binary(raw: bytes, what: str) -> bytes:
     if len(raw) > 0xFFFF:
         raise MqttPacketError(f"{what} is {len(raw)} bytes; at most 65535 fit in MQTT")
     return len(raw).to_bytes(2, "big") + raw
-
-
-def _frame(first_byte: int, body: bytes) -> bytes:
-    return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
 
 
 def _encode_connect(packet: Connect) -> bytes:
@@ -356,14 +113,14 @@ def _encode_connect(packet: Connect) -> bytes:
         flags |= 0x40
         payload += _binary(packet.password, "password")
     header = _utf8(PROTOCOL_NAME, "protocol name") + bytes((PROTOCOL_LEVEL, flags))
-    return _frame(0x10, header + packet.keepalive.to_bytes(2, "big") + payload)
+    return frame(0x10, header + packet.keepalive.to_bytes(2, "big") + payload)
 
 
 def _encode_unsupported_connect(packet: UnsupportedConnect) -> bytes:
     # The smallest CONNECT that parses under MQTT 3.1 rules too: clean session, keepalive 0,
     # empty client id.
     body = _utf8(packet.protocol_name, "protocol name") + bytes((packet.protocol_level, 0x02))
-    return _frame(0x10, body + b"\x00\x00\x00\x00")
+    return frame(0x10, body + b"\x00\x00\x00\x00")
 
 
 def encode_publish(topic: str, payload: bytes) -> bytes:
@@ -377,7 +134,7 @@ def _encode_publish(packet: Publish) -> bytes:
     body = _utf8(packet.topic, "topic name")
     if packet.packet_id is not None:
         body += packet.packet_id.to_bytes(2, "big")
-    return _frame(first, body + packet.payload)
+    return frame(first, body + packet.payload)
 
 
 def encode(packet: Packet) -> bytes:
@@ -403,14 +160,14 @@ def encode(packet: Packet) -> bytes:
             body = packet.packet_id.to_bytes(2, "big")
             for topic_filter, qos in packet.topics:
                 body += _utf8(topic_filter, "topic filter") + bytes((qos,))
-            return _frame(0x82, body)
+            return frame(0x82, body)
         case Suback():
-            return _frame(0x90, packet.packet_id.to_bytes(2, "big") + bytes(packet.return_codes))
+            return frame(0x90, packet.packet_id.to_bytes(2, "big") + bytes(packet.return_codes))
         case Unsubscribe():
             body = packet.packet_id.to_bytes(2, "big")
             for topic_filter in packet.topics:
                 body += _utf8(topic_filter, "topic filter")
-            return _frame(0xA2, body)
+            return frame(0xA2, body)
         case Unsuback():
             return b"\xb0\x02" + packet.packet_id.to_bytes(2, "big")
         case Pingreq():
@@ -637,7 +394,7 @@ def decode(data: bytes) -> Packet:
     return packets[0]
 
 
-class PacketReader:
+class PacketReader(FrameReader[Packet]):
     """Incremental framing: feed bytes as they arrive, get whole packets back.
 
     A packet whose declared size exceeds `max_packet_size` is refused as soon as its length
@@ -645,77 +402,8 @@ class PacketReader:
     so every later `feed` raises too.
     """
 
-    __slots__ = ("_buffer", "_failed", "_needed", "max_packet_size")
+    __slots__ = ()
 
     def __init__(self, max_packet_size: int) -> None:
         """Frame packets of at most `max_packet_size` bytes, header included."""
-        self.max_packet_size = max_packet_size
-        self._buffer = bytearray()
-        # Size of the incomplete packet at the head of the buffer once its header is known:
-        # a large packet arriving in many TLS records is then not re-scanned per record.
-        self._needed = 0
-        self._failed: MqttPacketError | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet part of a whole packet."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> list[Packet]:
-        """Append `data` and return every packet it completes, in order."""
-        if self._failed is not None:
-            raise MqttPacketError(f"stream already failed: {self._failed}")
-        if self._buffer:
-            self._buffer += data
-            if len(self._buffer) < self._needed:
-                return []
-            buf = bytes(self._buffer)
-            self._buffer.clear()
-        else:
-            buf = bytes(data)
-        packets: list[Packet] = []
-        start = 0
-        try:
-            while start < len(buf):
-                frame = self._frame_at(buf, start)
-                if frame is None:
-                    self._needed = 0
-                    break
-                header_end, end = frame
-                if end > len(buf):
-                    self._needed = end - start
-                    break
-                packets.append(decode_packet(buf[start], buf[header_end:end]))
-                start = end
-        except MqttPacketError as err:
-            self._failed = err
-            raise
-        if start < len(buf):
-            self._buffer += buf[start:]
-        return packets
-
-    def _frame_at(self, buf: bytes, start: int) -> tuple[int, int] | None:
-        """(body start, packet end) of the packet at `start`; None while its header is partial."""
-        kind = buf[start] >> 4
-        if kind in (0, 15):
-            raise MqttPacketError(f"packet type {kind} is reserved")
-        length = 0
-        shift = 0
-        pos = start + 1
-        while True:
-            if pos >= len(buf):
-                return None
-            digit = buf[pos]
-            length |= (digit & 0x7F) << shift
-            pos += 1
-            if not digit & 0x80:
-                break
-            shift += 7
-            if shift == 28:
-                raise MqttPacketError("remaining length uses more than four bytes (spec 2.2.3)")
-        if pos - start + length > self.max_packet_size:
-            raise MqttPacketError(
-                f"packet of {pos - start + length} bytes exceeds the limit of "
-                f"{self.max_packet_size} bytes"
-            )
-        return pos, pos + length
+        super().__init__(max_packet_size, decode_packet)
