@@ -74,15 +74,20 @@ class SimFleet:
         self.addressing = addressing
         self.data_dir = data_dir
         self.ca = SimulatorCA.load_or_create(data_dir / "ca")
-        self.clock = clock or ScaledClock(spec.time_scale)
         self._tick_interval = tick_interval
         rng = random.Random(seed)  # noqa: S311 - simulation noise, not security
+        # One clock per time scale: a scenario may speed up single printers (quirk time_scale).
+        clocks: dict[float, Clock] = {}
+        if clock is not None:
+            clocks = {p.quirks.time_scale: clock for p in spec.printers}
         self.nodes = [
             PrinterNode(
                 printer,
                 ca=self.ca,
                 data_dir=data_dir / "printers",
-                clock=self.clock,
+                clock=clocks.setdefault(
+                    printer.quirks.time_scale, ScaledClock(printer.quirks.time_scale)
+                ),
                 rng=random.Random(rng.random()),  # noqa: S311 - simulation noise
                 ssdp_targets=ssdp_targets,
             )
