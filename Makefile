@@ -36,7 +36,7 @@ test: $(STAMP) system-deps lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/protocol.py
+	$(BIN)/python -m bench.protocol
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
