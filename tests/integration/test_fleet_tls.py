@@ -195,3 +195,20 @@ def test_pin_store_writes_atomically_and_leaves_no_temporary_file(tmp_path: Path
         pins.pin(f"01P00A00000000{n}", f"{n:064x}")
     assert len(PinStore(path)) == 3
     assert [p.name for p in path.parent.iterdir()] == [PIN_STORE_FILE]
+
+
+async def test_each_service_can_keep_its_own_pin(tmp_path: Path) -> None:
+    pin_file = tmp_path / PIN_STORE_FILE
+    policy = TlsPolicy(TlsMode.TOFU, pin_store=pin_file)
+    pins = PinStore(pin_file)
+    pins.pin("01P00A000000000/camera", "0" * 64)  # another service's different certificate
+    async with (
+        running_fleet(tmp_path / "sim") as (_fleet, manifest),
+        handshake(manifest, client_context(policy)) as ssl_object,
+    ):
+        serial = manifest.printers[0].serial
+        assert serial == "01P00A000000000"
+        seen = check_peer(serial, ssl_object, policy, pins)
+        with pytest.raises(TlsVerificationFailed, match=r"remove the pin '01P00A000000000/camera'"):
+            check_peer(serial, ssl_object, policy, pins, pin_name=f"{serial}/camera")
+    assert PinStore(pin_file).get(serial) == seen

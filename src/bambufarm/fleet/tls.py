@@ -107,18 +107,18 @@ class PinStore:
     def __len__(self) -> int:
         return len(self._pins)
 
-    def get(self, serial: str) -> str | None:
-        """The pinned fingerprint for `serial`, or None before first contact."""
-        return self._pins.get(serial)
+    def get(self, name: str) -> str | None:
+        """The pinned fingerprint for `name` (a serial), or None before first contact."""
+        return self._pins.get(name)
 
-    def pin(self, serial: str, value: str) -> None:
-        """Remember `value` as the fingerprint of `serial` and save the file."""
-        self._pins[serial] = value
+    def pin(self, name: str, value: str) -> None:
+        """Remember `value` as the fingerprint of `name` and save the file."""
+        self._pins[name] = value
         self._save()
 
-    def forget(self, serial: str) -> bool:
-        """Drop the pin for `serial` (a replaced or reset printer); True if there was one."""
-        if self._pins.pop(serial, None) is None:
+    def forget(self, name: str) -> bool:
+        """Drop the pin for `name` (a replaced or reset printer); True if there was one."""
+        if self._pins.pop(name, None) is None:
             return False
         self._save()
         return True
@@ -139,9 +139,13 @@ def check_peer(
     ssl_object: ssl.SSLObject | ssl.SSLSocket,
     policy: TlsPolicy,
     pins: PinStore | None = None,
+    *,
+    pin_name: str | None = None,
 ) -> str:
     """Check the printer's certificate after the handshake; returns its fingerprint.
 
+    `pin_name` keys the pin when a printer has several TLS services that may present different
+    certificates (the camera on 6000); it defaults to the serial (MQTT, FTPS).
     Raises TlsVerificationFailed when the certificate is not the one this policy trusts.
     """
     der = ssl_object.getpeercert(binary_form=True)
@@ -158,7 +162,7 @@ def check_peer(
         case TlsMode.TOFU:
             if pins is None:
                 raise ValueError("TLS mode 'tofu' needs the PinStore to check against")
-            _check_pin(serial, seen, pins)
+            _check_pin(serial, pin_name or serial, seen, pins)
         case TlsMode.INSECURE:
             logger.debug("printer %s: TLS certificate accepted unverified (insecure)", serial)
     return seen
@@ -184,17 +188,17 @@ def _check_common_name(serial: str, ssl_object: ssl.SSLObject | ssl.SSLSocket) -
         )
 
 
-def _check_pin(serial: str, seen: str, pins: PinStore) -> None:
-    pinned = pins.get(serial)
+def _check_pin(serial: str, name: str, seen: str, pins: PinStore) -> None:
+    pinned = pins.get(name)
     if pinned is None:
-        pins.pin(serial, seen)
-        logger.info("printer %s: pinned TLS certificate sha256 %s on first contact", serial, seen)
+        pins.pin(name, seen)
+        logger.info("printer %s: pinned TLS certificate sha256 %s on first contact", name, seen)
         return
     if pinned != seen:
         raise TlsVerificationFailed(
             f"printer {serial}: TLS certificate changed since it was pinned (pinned sha256 "
-            f"{pinned}, now {seen}); if the printer was replaced or reset, remove its pin from "
-            f"{pins.path} to trust the new certificate, otherwise something may be "
+            f"{pinned}, now {seen}); if the printer was replaced or reset, remove the pin "
+            f"{name!r} from {pins.path} to trust the new certificate, otherwise something may be "
             "intercepting the connection",
             serial=serial,
         )
