@@ -23,9 +23,7 @@ import itertools
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from bambufarm.protocol.errors import MqttPacketError
@@ -54,6 +52,9 @@ from bambufarm.protocol.mqtt_packets import (
     is_valid_topic_filter,
     topic_matches,
 )
+from bambufarm.simulator.login_limit import LoginGuard, LoginLimit
+
+__all__ = ["BrokerBehaviour", "LoginLimit", "MqttBroker"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ KEEPALIVE_GRACE = 1.5
 # Answers (SUBACK, PUBACK, PINGRESP) are written even to a client that does not read, up to
 # this backlog; past it the client is flooding us without reading and is dropped.
 MAX_WRITE_BACKLOG = 1 << 20
+# Source addresses whose failed logins are remembered; stale ones are forgotten first.
+MAX_LOGIN_ADDRESSES = 1024
 
 
 class BrokerBehaviour(Protocol):
@@ -87,67 +90,6 @@ class BrokerBehaviour(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class LoginLimit:
-    """Brute-force brake: `failures` wrong codes in `window` s lock an address out."""
-
-    failures: int = 5
-    window: float = 60.0
-    cooldown: float = 60.0
-
-
-class LoginRateLimiter:
-    """Counts failed logins per source address; a locked-out address is refused unchecked."""
-
-    __slots__ = ("_blocked_until", "_clock", "_failures", "_limit")
-
-    # Stale addresses are forgotten once this many are tracked, so a scan from many source
-    # addresses cannot grow the tables without bound.
-    _PRUNE_AT = 1024
-
-    def __init__(self, limit: LoginLimit, clock: Callable[[], float]) -> None:
-        """Apply `limit`, reading monotonic seconds from `clock`."""
-        self._limit = limit
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._blocked_until: dict[str, float] = {}
-
-    def is_blocked(self, address: str) -> bool:
-        """True while `address` is cooling down after too many failures."""
-        until = self._blocked_until.get(address)
-        if until is None:
-            return False
-        if self._clock() < until:
-            return True
-        del self._blocked_until[address]
-        return False
-
-    def record_failure(self, address: str) -> None:
-        """Count one wrong login from `address`; may start its cool-down."""
-        now = self._clock()
-        times = self._failures.setdefault(address, deque())
-        times.append(now)
-        while times and times[0] <= now - self._limit.window:
-            times.popleft()
-        if len(times) >= self._limit.failures:
-            self._blocked_until[address] = now + self._limit.cooldown
-            del self._failures[address]
-        if len(self._failures) + len(self._blocked_until) > self._PRUNE_AT:
-            self._prune(now)
-
-    def record_success(self, address: str) -> None:
-        """A right code from `address` clears its failures."""
-        self._failures.pop(address, None)
-
-    def _prune(self, now: float) -> None:
-        for address, times in list(self._failures.items()):
-            if times[-1] <= now - self._limit.window:
-                del self._failures[address]
-        for address, until in list(self._blocked_until.items()):
-            if until <= now:
-                del self._blocked_until[address]
-
-
 class MqttBroker:
     """One printer's MQTT broker: listens, authenticates, routes reports to subscribers."""
 
@@ -168,7 +110,14 @@ class MqttBroker:
         self.max_clients = max_clients
         self.max_packet_size = max_packet_size
         self._ssl_context = ssl_context
-        self._limiter = LoginRateLimiter(login_limit or LoginLimit(), clock)
+        limit = login_limit or LoginLimit()
+        self._login_guard = LoginGuard(
+            clock,
+            max_failures=limit.failures,
+            window=limit.window,
+            cooldown=limit.cooldown,
+            max_addresses=MAX_LOGIN_ADDRESSES,
+        )
         self._server: asyncio.Server | None = None
         # Every connection, also those that have not sent CONNECT yet.
         self._connections: set[_ClientConnection] = set()
@@ -266,14 +215,14 @@ class MqttBroker:
     def _accept(self, connection: "_ClientConnection", connect: Connect) -> ConnackCode:
         """Decide the CONNACK code for a CONNECT and register the session when accepted."""
         address = connection.peer
-        if self._limiter.is_blocked(address):
+        if self._login_guard.locked(address):
             logger.info("login from %s refused unchecked: too many wrong access codes", address)
             return ConnackCode.NOT_AUTHORIZED
         if not self.behaviour.check_credentials(connect.username, connect.password):
-            self._limiter.record_failure(address)
+            self._login_guard.record_failure(address)
             logger.info("login from %s refused: wrong credentials", address)
             return ConnackCode.NOT_AUTHORIZED
-        self._limiter.record_success(address)
+        self._login_guard.record_success(address)
         if not connect.client_id and not connect.clean_session:
             return ConnackCode.IDENTIFIER_REJECTED  # MQTT-3.1.3-8
         previous = self._by_client_id.get(connect.client_id) if connect.client_id else None

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from .ftps_commands import NO_FAULTS, Commands, FtpsFaults, Reply, SessionState
 from .ftps_data import Transfers
+from .login_limit import LoginGuard
 from .storage import PrinterStorage
 
 __all__ = ["FtpCommandError", "FtpsFaults", "FtpsServer", "LoginGuard", "parse_command"]
@@ -55,48 +56,6 @@ def parse_command(line: bytes) -> tuple[str, str]:
     if any(ord(char) < 32 or ord(char) == 127 for char in arg):
         raise FtpCommandError("control characters in the argument")
     return verb.upper(), arg
-
-
-class LoginGuard:
-    """Counts failed logins per client address and locks the address out after too many."""
-
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        *,
-        max_failures: int = 10,
-        window: float = 60.0,
-        max_addresses: int = 4096,
-    ) -> None:
-        self._clock = clock
-        self._max_failures = max_failures
-        self._window = window
-        self._max_addresses = max_addresses
-        self._failures: dict[str, list[float]] = {}
-
-    def locked(self, address: str) -> bool:
-        """Whether `address` failed `max_failures` times within the last `window` seconds."""
-        return len(self._recent(address)) >= self._max_failures
-
-    def record_failure(self, address: str) -> None:
-        """Count one failed login from `address`."""
-        times = self._recent(address)
-        if not times and len(self._failures) >= self._max_addresses:
-            # Bounded memory under a spray of addresses: forget the oldest one.
-            del self._failures[next(iter(self._failures))]
-        times.append(self._clock())
-        self._failures[address] = times
-
-    def record_success(self, address: str) -> None:
-        """Forget the failures of `address`."""
-        self._failures.pop(address, None)
-
-    def _recent(self, address: str) -> list[float]:
-        now = self._clock()
-        times = [t for t in self._failures.pop(address, []) if now - t < self._window]
-        if times:
-            self._failures[address] = times
-        return times
 
 
 class FtpsServer:
