@@ -1,22 +1,21 @@
 """Read-only access to ZIP archives from strangers: check every entry, extract nothing.
 
 A 3MF is a ZIP that arrives from slicers, API uploads and the virtual printer's FTPS server,
-so it is hostile until proven otherwise (design.md §7). This module parses the ZIP structure
-itself rather than through `zipfile`, so that every limit is enforced *before* the work it
-guards is done: the entry count before the directory is walked, declared sizes before a byte
-is inflated, and the real inflated size while it streams (a lying size header stops one byte
-past its claim). Nothing is ever written to disk; entries are read into memory up to a cap.
+so it is hostile until proven otherwise (design.md §7). This module reads the ZIP structure
+itself (its records through `zip_records`) rather than through `zipfile`, so that every limit
+is enforced *before* the work it guards is done: the entry count before the directory is
+walked, declared sizes before a byte is inflated, and the real inflated size while it streams
+(a lying size header stops one byte past its claim). Nothing is ever written to disk; entries
+are read into memory up to a cap.
 
 Only what Bambu slicers write is accepted: stored or deflated entries, no encryption, no
 spanned archives, no links. Anything else is refused with `UnsafeArchiveError` (hostile or
 oversized) or `ThreeMFError` (corrupt, truncated, not a ZIP), each naming the entry and limit.
 """
 
-import io
 import os
 import re
 import stat
-import struct
 import zlib
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import ExitStack
@@ -25,25 +24,21 @@ from types import MappingProxyType, TracebackType
 from typing import BinaryIO, Self
 
 from bambufarm.protocol.errors import ThreeMFError, UnsafeArchiveError
+from bambufarm.protocol.zip_records import (
+    CENTRAL_RECORD_SIZE,
+    DEFLATED,
+    FLAG_ENCRYPTED,
+    STORED,
+    ArchiveSource,
+    decode_name,
+    parse_central_record,
+    read_end_record,
+    read_local_header,
+    zip64_sizes,
+)
 
-STORED = 0
-DEFLATED = 8
 _METHODS = MappingProxyType({STORED: "stored", DEFLATED: "deflate"})
 
-_EOCD = struct.Struct("<IHHHHIIH")  # end of central directory record, 22 bytes
-_EOCD_SIG = 0x06054B50
-_ZIP64_LOCATOR = struct.Struct("<IIQI")  # 20 bytes, just before the EOCD
-_ZIP64_LOCATOR_SIG = 0x07064B50
-_ZIP64_EOCD = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
-_ZIP64_EOCD_SIG = 0x06064B50
-_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes + name + extra + comment
-_CENTRAL_SIG = 0x02014B50
-_LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes + name + extra
-_LOCAL_SIG = 0x04034B50
-_ZIP64_EXTRA_ID = 0x0001
-_MAX_COMMENT = 0xFFFF
-_FLAG_ENCRYPTED = 0x0001
-_FLAG_UTF8 = 0x0800
 # Room allowed per central-directory record beyond its name, for extra fields and comments;
 # Bambu's records carry none, zipfile's at most 28 bytes of ZIP64 extra.
 _RECORD_SLACK = 1024
@@ -122,7 +117,7 @@ class SafeArchive:
 
     def __init__(
         self,
-        source: "_Source",
+        source: ArchiveSource,
         entries: Mapping[str, ArchiveEntry],
         limits: ArchiveLimits,
         closer: ExitStack,
@@ -262,7 +257,7 @@ def open_archive(
     """Open and check an archive from bytes, a path or a seekable binary stream."""
     closer = ExitStack()
     try:
-        source_ = _Source.open(source, closer)
+        source_ = ArchiveSource.open(source, closer)
         entries = _read_directory(source_, limits)
         return SafeArchive(source_, entries, limits, closer)
     except BaseException:
@@ -283,61 +278,21 @@ def read_entry(
         return archive.read(name, max_bytes=max_bytes)
 
 
-class _Source:
-    """The archive's bytes, read at absolute offsets; short reads mean truncation."""
-
-    def __init__(self, fp: BinaryIO, size: int) -> None:
-        self.fp = fp
-        self.size = size
-
-    @classmethod
-    def open(
-        cls, source: bytes | str | os.PathLike[str] | BinaryIO, closer: ExitStack
-    ) -> "_Source":
-        """Wrap bytes, open a path (closed by `closer`) or check a caller's stream."""
-        fp: BinaryIO
-        if isinstance(source, bytes | bytearray | memoryview):
-            fp = io.BytesIO(source)
-        elif isinstance(source, str | os.PathLike):
-            try:
-                fp = closer.enter_context(open(source, "rb"))  # noqa: SIM115 - closer owns it
-            except OSError as err:
-                raise ThreeMFError(f"cannot open {os.fspath(source)!r}: {err.strerror}") from err
-        else:
-            fp = source
-        try:
-            if not fp.seekable():
-                raise ThreeMFError(
-                    "the archive stream must be seekable (a ZIP's directory is at its end)"
-                )
-            size = fp.seek(0, io.SEEK_END)
-        except (OSError, ValueError) as err:
-            raise ThreeMFError(f"cannot read the archive: {err}") from err
-        return cls(fp, size)
-
-    def read_at(self, offset: int, length: int, what: str) -> bytes:
-        """Exactly `length` bytes at `offset`, or ThreeMFError naming `what` was cut off."""
-        try:
-            self.fp.seek(offset)
-            data = self.fp.read(length)
-        except (OSError, ValueError) as err:
-            raise ThreeMFError(f"cannot read the archive at {what!r}: {err}") from err
-        if len(data) != length:
-            raise ThreeMFError(f"archive is truncated at {what!r}")
-        return data
-
-
-def _read_directory(source: _Source, limits: ArchiveLimits) -> Mapping[str, ArchiveEntry]:
-    eocd_at, count, cd_size, cd_offset = _find_end_record(source)
+def _read_directory(source: ArchiveSource, limits: ArchiveLimits) -> Mapping[str, ArchiveEntry]:
+    end_record = read_end_record(source)
+    count = end_record.count
+    cd_size = end_record.directory_size
+    cd_offset = end_record.directory_offset
     if count > limits.max_entries:
         raise UnsafeArchiveError(
             f"archive declares {count} entries, over the limit of {limits.max_entries}"
         )
-    if cd_size > limits.max_entries * (_CENTRAL.size + limits.max_name_length + _RECORD_SLACK):
+    per_record = CENTRAL_RECORD_SIZE + limits.max_name_length + _RECORD_SLACK
+    if cd_size > limits.max_entries * per_record:
         raise UnsafeArchiveError(
             f"central directory is {cd_size} bytes, too large for {limits.max_entries} entries"
         )
-    if cd_offset + cd_size > eocd_at:
+    if cd_offset + cd_size > end_record.offset:
         raise ThreeMFError("not a ZIP archive: its central directory lies past its end record")
     directory = source.read_at(cd_offset, cd_size, "central directory")
     entries: dict[str, ArchiveEntry] = {}
@@ -372,134 +327,52 @@ def _read_directory(source: _Source, limits: ArchiveLimits) -> Mapping[str, Arch
     return MappingProxyType(located)
 
 
-def _find_end_record(source: _Source) -> tuple[int, int, int, int]:
-    """Locate the end record; return (its offset, entry count, directory size, offset)."""
-    size = source.size
-    if size < _EOCD.size:
-        raise ThreeMFError(f"not a ZIP archive ({size} bytes; truncated upload?)")
-    tail_len = min(size, _EOCD.size + _MAX_COMMENT)
-    tail = source.read_at(size - tail_len, tail_len, "end record")
-    at = tail.rfind(b"PK\x05\x06")
-    # A comment may itself contain the signature: prefer a record whose comment ends the file.
-    while at >= 0 and at + _EOCD.size <= len(tail):
-        comment_len = _EOCD.unpack_from(tail, at)[7]
-        if at + _EOCD.size + comment_len == len(tail):
-            break
-        earlier = tail.rfind(b"PK\x05\x06", 0, at)
-        if earlier < 0:
-            break
-        at = earlier
-    if at < 0 or at + _EOCD.size > len(tail):
-        raise ThreeMFError("not a ZIP archive (no end record; truncated upload?)")
-    _, disk, cd_disk, _, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
-    eocd_at = size - tail_len + at
-    if disk or cd_disk:
-        raise ThreeMFError("spanned (multi-disk) ZIP archives are not supported")
-    if count == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset):
-        return _find_zip64_record(source, eocd_at)
-    return eocd_at, count, cd_size, cd_offset
-
-
-def _find_zip64_record(source: _Source, eocd_at: int) -> tuple[int, int, int, int]:
-    if eocd_at < _ZIP64_LOCATOR.size:
-        raise ThreeMFError("ZIP64 archive without its locator record (corrupt archive)")
-    locator = source.read_at(eocd_at - _ZIP64_LOCATOR.size, _ZIP64_LOCATOR.size, "ZIP64")
-    sig, _, record_at, _ = _ZIP64_LOCATOR.unpack(locator)
-    if sig != _ZIP64_LOCATOR_SIG or record_at + _ZIP64_EOCD.size > eocd_at:
-        raise ThreeMFError("ZIP64 archive without a valid locator record (corrupt archive)")
-    record = source.read_at(record_at, _ZIP64_EOCD.size, "ZIP64 end record")
-    sig, _, _, _, disk, cd_disk, _, count, cd_size, cd_offset = _ZIP64_EOCD.unpack(record)
-    if sig != _ZIP64_EOCD_SIG:
-        raise ThreeMFError("ZIP64 end record is missing (corrupt archive)")
-    if disk or cd_disk:
-        raise ThreeMFError("spanned (multi-disk) ZIP archives are not supported")
-    return record_at, count, cd_size, cd_offset
-
-
 def _parse_record(directory: bytes, pos: int, limits: ArchiveLimits) -> tuple[ArchiveEntry, int]:
     """Parse and check one central-directory record starting at `pos`."""
-    if pos + _CENTRAL.size > len(directory):
-        raise ThreeMFError("central directory is truncated (corrupt archive)")
-    (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len,
-     _, _, external, offset) = _CENTRAL.unpack_from(directory, pos)  # fmt: skip
-    end = pos + _CENTRAL.size + name_len + extra_len + comment_len
-    if sig != _CENTRAL_SIG or end > len(directory):
-        raise ThreeMFError("central directory is malformed (corrupt archive)")
-    raw_name = directory[pos + _CENTRAL.size : pos + _CENTRAL.size + name_len]
-    extra = directory[pos + _CENTRAL.size + name_len : pos + _CENTRAL.size + name_len + extra_len]
+    record = parse_central_record(directory, pos)
+    raw_name = record.raw_name
     if b"\0" in raw_name:
         raise UnsafeArchiveError(f"entry name {raw_name[:80]!r} contains a NUL byte")
-    try:
-        name = raw_name.decode("utf-8") if flags & _FLAG_UTF8 else raw_name.decode("cp437")
-    except UnicodeDecodeError:
-        raise ThreeMFError(f"entry name {raw_name[:80]!r} is not valid UTF-8") from None
+    name = decode_name(record)
     check_entry_name(name, limits)
-    if 0xFFFFFFFF in (csize, usize, offset):
-        usize, csize, offset = _zip64_sizes(name, extra, usize, csize, offset)
-    if flags & _FLAG_ENCRYPTED:
+    usize, csize, offset = zip64_sizes(name, record)
+    method = record.method
+    if record.flags & FLAG_ENCRYPTED:
         raise UnsafeArchiveError(f"entry {name!r} is encrypted")
     if method not in _METHODS:
         raise UnsafeArchiveError(
             f"entry {name!r} uses unsupported compression method {method}"
             " (only stored and deflate are accepted)"
         )
-    mode = external >> 16
+    mode = record.external_attributes >> 16
     if stat.S_ISLNK(mode):
         raise UnsafeArchiveError(f"entry {name!r} is a symbolic link")
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
         raise UnsafeArchiveError(f"entry {name!r} is a special file (mode {mode:o})")
     if method == STORED and csize != usize:
         raise ThreeMFError(f"stored entry {name!r} has different sizes (corrupt archive)")
-    entry = ArchiveEntry(name, usize, csize, crc, method, offset, raw_name)
-    return entry, end
+    entry = ArchiveEntry(name, usize, csize, record.crc, method, offset, raw_name)
+    return entry, record.end
 
 
-def _zip64_sizes(
-    name: str, extra: bytes, usize: int, csize: int, offset: int
-) -> tuple[int, int, int]:
-    """Replace 0xFFFFFFFF placeholders from the ZIP64 extra field, in the order the spec sets."""
-    pos = 0
-    while pos + 4 <= len(extra):
-        field_id, length = struct.unpack_from("<HH", extra, pos)
-        body = extra[pos + 4 : pos + 4 + length]
-        pos += 4 + length
-        if field_id != _ZIP64_EXTRA_ID:
-            continue
-        values = [usize, csize, offset]
-        cursor = 0
-        for i, value in enumerate(values):
-            if value == 0xFFFFFFFF:
-                if cursor + 8 > len(body):
-                    raise ThreeMFError(f"entry {name!r} has a short ZIP64 field (corrupt)")
-                values[i] = struct.unpack_from("<Q", body, cursor)[0]
-                cursor += 8
-        return values[0], values[1], values[2]
-    raise ThreeMFError(f"entry {name!r} needs a ZIP64 field it does not have (corrupt)")
-
-
-def _locate(source: _Source, entry: ArchiveEntry) -> ArchiveEntry:
+def _locate(source: ArchiveSource, entry: ArchiveEntry) -> ArchiveEntry:
     """Check the entry's local header against the central directory; find its data."""
-    header = source.read_at(entry.offset, _LOCAL.size, entry.name)
-    sig, _, flags, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
-    if sig != _LOCAL_SIG:
-        raise ThreeMFError(f"entry {entry.name!r} has no local header where expected (corrupt)")
-    name = source.read_at(entry.offset + _LOCAL.size, name_len, entry.name)
-    if name != entry.raw_name:
+    header = read_local_header(source, entry.offset, entry.name)
+    if header.raw_name != entry.raw_name:
         raise UnsafeArchiveError(
-            f"entry {entry.name!r} is called {name[:80]!r} in its local header"
+            f"entry {entry.name!r} is called {header.raw_name[:80]!r} in its local header"
             " (a trick to show different files to different tools)"
         )
-    if flags & _FLAG_ENCRYPTED:
+    if header.flags & FLAG_ENCRYPTED:
         raise UnsafeArchiveError(f"entry {entry.name!r} is encrypted (local header)")
-    if method != entry.method:
+    if header.method != entry.method:
         raise ThreeMFError(
-            f"entry {entry.name!r}: local header names compression method {method},"
+            f"entry {entry.name!r}: local header names compression method {header.method},"
             f" the central directory {entry.method} (corrupt archive)"
         )
-    start: int = entry.offset + _LOCAL.size + name_len + extra_len
-    if start + entry.compressed_size > source.size:
+    if header.data_offset + entry.compressed_size > source.size:
         raise ThreeMFError(f"archive is truncated inside entry {entry.name!r}")
-    return replace(entry, data_offset=start)
+    return replace(entry, data_offset=header.data_offset)
 
 
 def _check_layout(entries: Collection[ArchiveEntry], cd_offset: int) -> None:
