@@ -140,7 +140,9 @@ def check_choice(name: str, enum: type[_E], value: object) -> _E:
     """The member of `enum` that `value` names (a member or its value)."""
     allowed = ", ".join(repr(member.value) for member in enum)
     message = f"{name} must be one of {allowed}, got {value!r}"
-    if isinstance(value, bool):  # True == 1 would otherwise pick the member with value 1
+    # bool: True == 1 would otherwise pick the member with value 1. Other types: enum lookup
+    # compares with ==, which raises for values such as Decimal("sNaN") (found by hypothesis).
+    if isinstance(value, bool) or not isinstance(value, str | int):
         raise CommandError(message)
     try:
         return enum(value)
