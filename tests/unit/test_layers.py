@@ -11,6 +11,8 @@ ALLOWED = {
     "protocol": {"protocol"},
     "simulator": {"protocol", "simulator"},
     "fleet": {"protocol", "fleet"},
+    "storage": {"protocol", "storage"},
+    "auth": {"storage", "auth"},
 }
 
 
