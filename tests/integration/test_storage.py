@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -232,7 +233,7 @@ async def test_sqlite_file_that_cannot_be_opened(tmp_path: Path) -> None:
 
 
 async def test_postgresql_that_is_not_there_is_unavailable() -> None:
-    with contextlib.closing(__import__("socket").socket()) as sock:
+    with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
         with pytest.raises(StorageUnavailable, match=r"cannot be reached .* is running"):
@@ -284,6 +285,29 @@ async def test_postgresql_connections_killed_under_the_pool_recover(
             assert len((await event_history(s)).items) == 2
     finally:
         await db.aclose()
+
+
+async def test_sessions_on_a_server_that_went_away_are_unavailable() -> None:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        db = await open_database(f"postgresql+asyncpg://farm:pw@127.0.0.1:{port}/f", migrate=False)
+        try:
+            with pytest.raises(StorageUnavailable, match="cannot be reached") as caught:
+                async with db.session(readonly=True):
+                    pytest.fail("the block must not run without a connection")
+            assert "pw" not in str(caught.value)
+        finally:
+            await db.aclose()
+
+
+async def test_the_callers_own_errors_pass_through_unchanged(db: Database) -> None:
+    async def fail_inside() -> None:
+        async with db.session():
+            raise FileNotFoundError("an upload's temp file")
+
+    with pytest.raises(FileNotFoundError, match="upload"):
+        await fail_inside()
 
 
 def test_error_mapping_of_postgresql_disk_full_and_shutdown() -> None:

@@ -96,17 +96,27 @@ class Database:
 
     @asynccontextmanager
     async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        `readonly=True` promises no writes: PostgreSQL enforces it (READ ONLY transaction);
+        SQLite uses it to start a deferred transaction that never queues behind writers.
+        """
+        options: dict[str, Any] = {}
+        if readonly:
+            options[_READ_ONLY_OPTION] = True
+            if self.dialect == "postgresql":
+                options["postgresql_readonly"] = True
         try:
             async with self._sessions() as session, session.begin():
-                if readonly:
-                    # Before the first statement, so the connection begins in this mode.
-                    options = {_READ_ONLY_OPTION: True}
-                    if self.dialect == "postgresql":
-                        options["postgresql_readonly"] = True
-                    await session.connection(execution_options=options)
+                try:
+                    # Checked out here, before the caller's code runs, so that a refused
+                    # connection (a bare OSError from the driver) is told apart from an
+                    # OSError of the caller's own (a file write in an upload handler).
+                    await session.connection(execution_options=options or None)
+                except OSError as err:
+                    raise storage_error(err, self._where) from err
                 yield session
-        except (DBAPIError, StatementError, OSError) as err:
+        except (DBAPIError, StatementError) as err:
             raise storage_error(err, self._where) from err
 
     async def migrate(self) -> None:
