@@ -141,6 +141,18 @@ async def test_sqlite_runs_in_wal_with_foreign_keys_and_a_small_pool(tmp_path: P
         await db.aclose()
 
 
+async def test_in_memory_sqlite_works_for_quick_scripts() -> None:
+    db = await open_database("sqlite+aiosqlite://")
+    try:
+        async with db.session() as s:
+            await append_event(s, event(1))
+        async with db.session(readonly=True) as s:
+            assert len((await event_history(s)).items) == 1
+        assert db.where == ":memory:"
+    finally:
+        await db.aclose()
+
+
 async def test_a_failing_block_rolls_back_everything(db: Database) -> None:
     async def write_then_fail() -> None:
         async with db.session() as s:

@@ -304,9 +304,8 @@ def _is_connection_failure(err: BaseException) -> bool:
     seen: set[int] = set()
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (ConnectionError, TimeoutError, OSError)) and not isinstance(
-            current, sqlite3.Error
-        ):
+        # Refused, reset, unreachable, timed out: the driver's socket errors are all OSErrors.
+        if isinstance(current, OSError):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
