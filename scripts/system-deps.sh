@@ -8,6 +8,7 @@ needed=(
   "curl curl"
   "mosquitto_pub mosquitto-clients"
   "mosquitto_sub mosquitto-clients"
+  "vsftpd vsftpd"
   "pg_ctlcluster postgresql"
 )
 
