@@ -304,6 +304,8 @@ async def test_bad_arguments_are_refused_before_connecting(executor: ThreadPoolE
             await client.upload(b"x", name)
     with pytest.raises(FtpsError, match="CR, LF"):
         await client.list("/\r\nDELE x")
+    with pytest.raises(FtpsError, match="cannot read the file to upload"):
+        await client.upload(Path("/nonexistent/plate.3mf"), "plate.3mf")
     assert "12345678" not in repr(client)
 
 

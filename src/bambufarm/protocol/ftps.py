@@ -21,6 +21,7 @@ import asyncio
 import ftplib
 import io
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -129,8 +130,12 @@ def _source(local: Path | bytes) -> Iterator[tuple[BinaryIO, int]]:
     if isinstance(local, bytes):
         yield io.BytesIO(local), len(local)
         return
-    with local.open("rb") as stream:
-        yield stream, local.stat().st_size
+    try:
+        stream = local.open("rb")
+    except OSError as err:
+        raise FtpsError(f"cannot read the file to upload, {local}: {err.strerror}") from err
+    with stream:
+        yield stream, os.fstat(stream.fileno()).st_size
 
 
 def _split_remote(remote: str) -> tuple[str, str]:
