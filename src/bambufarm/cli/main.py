@@ -6,6 +6,7 @@ import typer
 
 from bambufarm import __version__
 from bambufarm.cli import sim
+from bambufarm.runtime import tune_asyncio_tls
 
 app = typer.Typer(
     name="bambufarm",
@@ -29,4 +30,5 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tune_asyncio_tls()
     app()
