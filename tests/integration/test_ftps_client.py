@@ -370,6 +370,29 @@ async def test_round_trip_on_vsftpd(
 
 
 @pytest.mark.system
+async def test_uploads_end_with_close_notify(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+    """vsftpd with strict_ssl_read_eof answers 426 to an upload that ends without close_notify."""
+    with running_vsftpd(tmp_path, strict_eof=True) as server:
+        await vsftpd_client(server, executor).upload(PAYLOAD[:100_000], "a.bin")
+        assert (server.root / "a.bin").read_bytes() == PAYLOAD[:100_000]
+
+        def upload_without_close_notify() -> str:
+            with NoReuseFtps(context=server.client_context(), timeout=TIMEOUT) as ftp:
+                ftp.connect_implicit(server.host, server.port)
+                ftp.login("bblp", server.access_code)
+                ftp.prot_p()
+                ftp.reuse_session = True
+                with ftp.transfercmd("STOR b.bin") as conn:
+                    conn.sendall(b"data")  # then a bare close: no unwrap()
+                try:
+                    return ftp.voidresp()
+                except ftplib.Error as err:
+                    return str(err)
+
+        assert (await asyncio.to_thread(upload_without_close_notify)).startswith("426")
+
+
+@pytest.mark.system
 async def test_wrong_access_code_on_vsftpd(vsftpd: Vsftpd, executor: ThreadPoolExecutor) -> None:
     client = vsftpd_client(vsftpd, executor, access_code="00000000")
     with pytest.raises(FtpsAuthError, match="530"):
@@ -379,6 +402,13 @@ async def test_wrong_access_code_on_vsftpd(vsftpd: Vsftpd, executor: ThreadPoolE
 
 class NoReuseFtps(ftplib.FTP_TLS):
     """Implicit FTPS that opens data connections with a fresh TLS session, as some clients do."""
+
+    reuse_session = False
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)  # noqa: S321 - TLS follows
+        session = self.sock.session if self.reuse_session else None  # type: ignore[union-attr]
+        return self.context.wrap_socket(conn, server_hostname=self.host, session=session), size
 
     def connect_implicit(self, host: str, port: int) -> None:
         self.host = host

@@ -172,7 +172,9 @@ def _supports(binary: str, option: str) -> bool:
     return b"\0" + option.encode() + b"\0" in Path(binary).read_bytes()
 
 
-def _config(binary: str, work: Path, host: str, port: int, max_rate: int | None) -> str:
+def _config(
+    binary: str, work: Path, host: str, port: int, *, max_rate: int | None, strict_eof: bool
+) -> str:
     # Passive ports below Linux's ephemeral range (32768+), on an address of our own.
     first = random.randrange(20000, 32000 - PASSIVE_PORTS)
     lines = {
@@ -225,6 +227,10 @@ def _config(binary: str, work: Path, host: str, port: int, max_rate: int | None)
         lines["ssl_tlsv1"] = "YES"
     if max_rate is not None:
         lines["local_max_rate"] = str(max_rate)
+    if strict_eof:
+        # Printers accept a bare end of file (protocol.md §12.3); this makes a missing
+        # close_notify on an upload a 426, to prove that a client sends one.
+        lines["strict_ssl_read_eof"] = "YES"
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
@@ -244,7 +250,9 @@ def _wait_until_listening(
 
 
 @contextmanager
-def running_vsftpd(tmp_path: Path, *, max_rate: int | None = None) -> Iterator[Vsftpd]:
+def running_vsftpd(
+    tmp_path: Path, *, max_rate: int | None = None, strict_eof: bool = False
+) -> Iterator[Vsftpd]:
     """Start a printer-like vsftpd (optionally capped at `max_rate` bytes/s per transfer)."""
     binary = _vsftpd_binary()
     user = _ensure_user()
@@ -268,7 +276,7 @@ def running_vsftpd(tmp_path: Path, *, max_rate: int | None = None) -> Iterator[V
         (work / "openssl.cnf").write_text(OPENSSL_CONF)
         port = _free_port(host)
         conf = tmp_path / "vsftpd.conf"
-        conf.write_text(_config(binary, work, host, port, max_rate))
+        conf.write_text(_config(binary, work, host, port, max_rate=max_rate, strict_eof=strict_eof))
         out = tmp_path / "vsftpd.out"
         env = {"PATH": os.environ.get("PATH", ""), "OPENSSL_CONF": str(work / "openssl.cnf")}
         with out.open("wb") as sink:

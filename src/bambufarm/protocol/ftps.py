@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from bambufarm.protocol.ftps_replies import (
     FtpsAuthError,
@@ -211,8 +211,13 @@ class FtpsClient:
         loop = asyncio.get_running_loop()
 
         def report(sent: int, total: int) -> None:
-            if progress is not None and not loop.is_closed():
+            # On the worker thread: hand the call to the loop, where callers expect it.
+            if progress is None:
+                return
+            try:
                 loop.call_soon_threadsafe(progress, sent, total)
+            except RuntimeError:
+                logger.debug("event loop closed: upload progress %d/%d dropped", sent, total)
 
         result = await self._run(
             lambda abort: self._upload(abort, local, remote_name, temp, report)
@@ -270,11 +275,15 @@ class FtpsClient:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             abort.abort()
+            future.add_done_callback(self._log_abandoned)
             # Let the worker close its sockets and remove a partial upload before we go.
             await asyncio.wait([future], timeout=CLEANUP_TIMEOUT + SHORT_WAIT)
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                logger.debug("cancelled FTPS call to %s ended: %s", self._where, future.exception())
             raise
+
+    def _log_abandoned(self, future: "asyncio.Future[Any]") -> None:
+        # Retrieves the outcome of a call whose caller is gone (no "never retrieved" warning).
+        if not future.cancelled() and future.exception() is not None:
+            logger.debug("cancelled FTPS call to %s ended: %s", self._where, future.exception())
 
     # --- blocking side --------------------------------------------------------------------------
 
@@ -416,6 +425,7 @@ class FtpsClient:
             return f"answered '{err}'"
         finally:
             abort.awaiting_verdict(False)
+            session.control.settimeout(self._timeout)
         if abort.requested:
             raise CancelledByCaller  # stored, but the caller gave up: it will be deleted
         return None
