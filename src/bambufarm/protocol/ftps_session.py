@@ -216,6 +216,7 @@ def close_notify(conn: socket.socket) -> None:
 
 
 def remote_size(session: Session, remote: str) -> int:
+    """The size of `remote` by SIZE (213); any other reply raises the ftplib error."""
     reply = session.sendcmd(f"SIZE {remote}")
     if not reply.startswith("213 ") or not reply[4:].strip().isdigit():
         raise ftplib.error_reply(reply)  # noqa: S321 - TLS-only FTP
@@ -223,6 +224,7 @@ def remote_size(session: Session, remote: str) -> int:
 
 
 def quit_quietly(session: Session) -> None:
+    """QUIT, or just close when the printer has already hung up."""
     try:
         session.quit()
     except ftplib.all_errors as err:
