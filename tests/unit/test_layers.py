@@ -13,6 +13,7 @@ ALLOWED = {
     "fleet": {"protocol", "fleet"},
     "storage": {"protocol", "storage"},
     "auth": {"storage", "auth"},
+    "jobs": {"protocol", "storage", "fleet", "jobs"},
 }
 
 
