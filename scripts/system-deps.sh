@@ -2,6 +2,8 @@
 # Installs the Debian packages the test suite talks to, when they are missing.
 # Under CI=true a component that is still missing afterwards fails the run: nothing is skipped.
 set -euo pipefail
+# vsftpd lives in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 # command-to-check  debian-package
 needed=(
