@@ -9,7 +9,7 @@ import pytest
 
 from bambufarm.fleet.commands import CommandStatus
 from bambufarm.fleet.connection import ConnectionState
-from bambufarm.fleet.errors import FleetError, UnknownPrinter
+from bambufarm.fleet.errors import FleetError, UnknownPrinter, UploadFailed
 from bambufarm.fleet.events import (
     CommandAcked,
     ConnectionChanged,
@@ -21,6 +21,7 @@ from bambufarm.fleet.events import (
     PrintStarted,
 )
 from bambufarm.fleet.supervisor import Fleet, PrinterConfig, SupervisionOptions
+from bambufarm.fleet.uploads import Uploader
 from bambufarm.protocol import commands
 from bambufarm.protocol.state import GcodeState
 from bambufarm.simulator.demo import demo_job
@@ -256,6 +257,41 @@ async def test_handle_commands_reach_the_printer_and_return_typed_results(
         await log.until(
             lambda _e: handle.state.job.gcode_state is GcodeState.FAILED, "the job stopped"
         )
+
+
+async def test_upload_then_start_print_through_the_handle(tmp_path: Path) -> None:
+    async with (
+        running_fleet(tmp_path, **FAST) as (sim, manifest),
+        Uploader(max_concurrent=2) as uploader,
+        supervised(manifest, uploader=uploader) as (fleet, log),
+    ):
+        printer = manifest.printers[0]
+        node = sim.node(printer.serial)
+        handle = fleet.get(printer.serial)
+        data = demo_job(node.spec.identity.model, 1.0)
+        seen: list[tuple[int, int]] = []
+        result = await handle.upload(
+            data, "job.gcode.3mf", lambda sent, total: seen.append((sent, total))
+        )
+        assert result.bytes == len(data)
+        assert result.throughput > 0
+        assert node.storage.exists("job.gcode.3mf")
+        await log.until(lambda _e: bool(seen) and seen[-1] == (len(data), len(data)), "progress")
+        await log.until_state([printer.serial], ONLINE)
+        started = await handle.start_print("job.gcode.3mf", ams_mapping=[0])
+        assert started.ok, started.reason
+        await log.until(
+            lambda _e: handle.state.job.gcode_state is GcodeState.RUNNING, "the job running"
+        )
+
+
+async def test_upload_without_an_uploader_says_so(tmp_path: Path) -> None:
+    async with (
+        running_fleet(tmp_path) as (_sim, manifest),
+        supervised(manifest) as (fleet, _log),
+    ):
+        with pytest.raises(UploadFailed, match="not set up"):
+            await fleet.get(manifest.printers[0].serial).upload(b"x", "a.gcode.3mf")
 
 
 async def test_bad_command_values_raise_before_anything_is_sent(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ wraps a simulated printer's broker behaviour to count logins and the sessions op
 """
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,7 +78,11 @@ class EventLog:
             async with asyncio.timeout(within):
                 while not condition(self.events):
                     self._changed.clear()
-                    await self._changed.wait()
+                    # Woken by the next event, or after 20 ms: conditions may also read
+                    # state that changes without an event (a broker's client count).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.02):
+                            await self._changed.wait()
         except TimeoutError:
             raise AssertionError(f"timed out after {within} s waiting for {what}") from None
 
@@ -114,6 +120,7 @@ class LoginCounter:
     def __init__(self, node: PrinterNode) -> None:
         self._node = node
         self.logins = 0
+        self.times: list[float] = []  # time.monotonic() of each CONNECT
         # Sessions the broker held when each CONNECT arrived: 0 means the old one was gone.
         self.open_at_login: list[int] = []
         node.broker.behaviour = self
@@ -121,6 +128,7 @@ class LoginCounter:
     def check_credentials(self, username: str | None, password: bytes | None) -> bool:
         """Count the login, then let the printer decide."""
         self.logins += 1
+        self.times.append(time.monotonic())
         self.open_at_login.append(self._node.broker.client_count)
         return self._node.check_credentials(username, password)
 

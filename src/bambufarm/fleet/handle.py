@@ -11,7 +11,7 @@ offline) rather than raising; `result.raise_for_status(serial)` turns it into a 
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from bambufarm.fleet.commands import CommandResult, CommandStatus
 from bambufarm.fleet.connection import Connection
@@ -22,22 +22,6 @@ from bambufarm.protocol.errors import ModelError
 from bambufarm.protocol.ftps import UploadResult
 from bambufarm.protocol.models import PrinterModel, model_by_code, model_by_name, model_for_serial
 from bambufarm.protocol.state import PrinterState
-
-
-class Uploads(Protocol):
-    """What a handle needs from the fleet's uploader (`fleet.uploads.Uploader`)."""
-
-    async def upload(
-        self,
-        config: "PrinterConfig",
-        local: Path | bytes,
-        remote: str,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> UploadResult:
-        """Upload `local` to `remote` on the printer of `config`; UploadFailed on failure."""
-        ...
-
 
 if TYPE_CHECKING:
     from bambufarm.fleet.config import PrinterConfig, PrinterSnapshot
@@ -221,13 +205,17 @@ class PrinterHandle:
         remote: str,
         progress: Callable[[int, int], None] | None = None,
     ) -> UploadResult:
-        """Upload a file to the printer over FTPS; raises UploadFailed (no partial file left)."""
+        """Upload a file to the printer over FTPS, one transfer per printer at a time.
+
+        Raises UploadFailed (nothing is left under `remote`) or AuthFailed for a wrong code.
+        """
         uploader = self._fleet.uploader
         if uploader is None:
             raise UploadFailed(
                 f"printer {self.serial}: uploads are not set up in this fleet", serial=self.serial
             )
-        return await uploader.upload(self.config, local, remote, progress=progress)
+        target = self._fleet.upload_target(self.serial)
+        return await uploader.upload(target, local, remote, progress)
 
 
 def _fresh_task_id() -> int:

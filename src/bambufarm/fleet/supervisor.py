@@ -22,6 +22,7 @@ switched off for a week costs one event, not two per retry (design.md §4.8).
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from enum import Enum
@@ -49,9 +50,10 @@ from bambufarm.fleet.events import (
     PrinterAdded,
     PrinterRemoved,
 )
-from bambufarm.fleet.handle import PrinterHandle, Uploads
+from bambufarm.fleet.handle import PrinterHandle
 from bambufarm.fleet.session import PrinterSession
-from bambufarm.fleet.tls import PinStore, TlsMode, TlsPolicy, client_context
+from bambufarm.fleet.tls import PinStore, TlsMode, TlsPolicy, check_peer, client_context
+from bambufarm.fleet.uploads import Uploader, UploadTarget
 from bambufarm.protocol.errors import ProtocolError
 
 __all__ = [
@@ -140,7 +142,7 @@ class Fleet:
         *,
         bus: EventBus,
         tls: TlsPolicy,
-        uploader: Uploads | None = None,
+        uploader: Uploader | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         session_options: SessionOptions | None = None,
@@ -155,6 +157,10 @@ class Fleet:
         self.supervision = supervision or SupervisionOptions()
         # One SSLContext for every session: each context holds its own copy of the CA store.
         self._ssl_context = client_context(tls)
+        # FTPS separately, capped at TLS 1.2: printers resume the control connection's session
+        # on data connections only under 1.2 (protocol.md §2.1).
+        self._ftps_context = client_context(tls)
+        self._ftps_context.maximum_version = ssl.TLSVersion.TLSv1_2
         self._pins = (
             PinStore(tls.pin_store)
             if tls.mode is TlsMode.TOFU and tls.pin_store is not None
@@ -280,6 +286,23 @@ class Fleet:
     def snapshot(self, serial: str) -> PrinterSnapshot:
         """One printer's configuration, link and last known state."""
         return self._snapshot(self._printer(serial))
+
+    def upload_target(self, serial: str) -> UploadTarget:
+        """Where the printer's FTPS server is, with this fleet's TLS trust (for `Uploader`)."""
+        config = self._printer(serial).config
+        policy, pins = self.tls, self._pins
+
+        def verify_peer(sock: ssl.SSLSocket) -> None:
+            check_peer(serial, sock, policy, pins)
+
+        return UploadTarget(
+            serial=serial,
+            host=config.host,
+            port=config.ftps_port,
+            access_code=config.access_code,
+            ssl_context=self._ftps_context,
+            verify_peer=verify_peer,
+        )
 
     def session(self, serial: str) -> PrinterSession:
         """The printer's current session (replaced when the printer is updated)."""
