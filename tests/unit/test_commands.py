@@ -24,6 +24,7 @@ from bambufarm.protocol.commands import (
     SequenceCounter,
     SpeedLevel,
 )
+from bambufarm.protocol.envelope import check_choice, check_text
 from bambufarm.protocol.errors import CommandError, ProtocolError
 from bambufarm.protocol.models import model_by_name
 
@@ -485,3 +486,32 @@ def test_builders_raise_only_protocol_errors_on_arbitrary_values(a: object, b: o
             orjson.loads(call().payload)
         except ProtocolError:
             continue
+
+
+# --- the shared field checks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0x00, 0x1F, 0x7F, 0xD800, 0xDFFF])
+def test_file_names_with_c0_del_or_lone_surrogates_are_refused(code: int) -> None:
+    with pytest.raises(CommandError, match="file_name must not contain control characters"):
+        start(file_name=f"cube{chr(code)}.gcode.3mf")
+
+
+# exclude_categories=(): the default alphabet leaves out surrogates (category Cs).
+@given(st.text(st.characters(exclude_categories=()), max_size=40))
+def test_text_is_refused_exactly_when_it_holds_c0_del_or_a_surrogate(text: str) -> None:
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        with pytest.raises(CommandError, match="name must not contain control characters"):
+            check_text("name", text, max_len=40, allow_empty=True)
+    else:
+        assert check_text("name", text, max_len=40, allow_empty=True) == text
+
+
+@pytest.mark.parametrize("value", [BedType.TEXTURED_PLATE, "textured_plate"])
+def test_a_choice_is_taken_as_a_member_or_its_value(value: object) -> None:
+    assert check_choice("bed_type", BedType, value) is BedType.TEXTURED_PLATE
+
+
+def test_a_member_of_another_enum_is_refused_by_value() -> None:
+    with pytest.raises(CommandError, match=r"bed_type must be one of 'auto'.*got <LightMode\.ON"):
+        check_choice("bed_type", BedType, LightMode.ON)

@@ -69,7 +69,12 @@ class AmsMapping:
 
 def encode_ams_mapping(trays: Sequence[int], *, dual_nozzle: bool) -> AmsMapping:
     """Map filament i (0-based, slice_info id-1) to global tray `trays[i]` in both wire forms."""
-    if isinstance(trays, str | bytes) or not isinstance(trays, Sequence):
+    # A list or tuple skips the Sequence ABC check (~0.3 µs of a ~2 µs call).
+    if (
+        type(trays) is not list
+        and type(trays) is not tuple
+        and (isinstance(trays, str | bytes) or not isinstance(trays, Sequence))
+    ):
         raise CommandError(f"ams_mapping must be a list of tray ids, got {trays!r}")
     # islice, not len(): a huge range() would overflow len() before we could refuse it.
     items = list(islice(trays, MAX_FILAMENTS + 1))
@@ -77,10 +82,9 @@ def encode_ams_mapping(trays: Sequence[int], *, dual_nozzle: bool) -> AmsMapping
         raise CommandError(f"ams_mapping may list at most {MAX_FILAMENTS} filaments")
     flat: list[int] = []
     slots: list[tuple[int, int]] = []
-    for index, tray in enumerate(items):
-        name = f"ams_mapping[{index}]"
+    for tray in items:
         if isinstance(tray, bool) or not isinstance(tray, int):
-            raise CommandError(f"{name} must be {_TRAY_IDS_ALLOWED}, got {tray!r}")
+            raise _bad_tray(len(flat), tray)
         if 0 <= tray < AMS_HT_FIRST:
             flat.append(tray)
             slots.append(divmod(tray, AMS_SLOTS))
@@ -97,9 +101,14 @@ def encode_ams_mapping(trays: Sequence[int], *, dual_nozzle: bool) -> AmsMapping
             flat.append(UNMAPPED)
             slots.append((NO_TRAY, NO_TRAY))
         else:
-            raise CommandError(f"{name} must be {_TRAY_IDS_ALLOWED}, got {tray!r}")
-    uses_ams = any(tray >= 0 for tray in flat)
+            raise _bad_tray(len(flat), tray)
+    uses_ams = max(flat, default=UNMAPPED) >= 0  # AMS and AMS HT ids are the ones >= 0
     return AmsMapping(tuple(flat), tuple(slots), uses_ams)
+
+
+def _bad_tray(index: int, tray: object) -> CommandError:
+    """The error for filament `index` mapped to something that is not a tray id."""
+    return CommandError(f"ams_mapping[{index}] must be {_TRAY_IDS_ALLOWED}, got {tray!r}")
 
 
 def _ams_slot(ams_id: object, slot_id: object) -> tuple[int, int]:

@@ -8,6 +8,7 @@ Every request is one JSON object with one section:
 
 import math
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -25,8 +26,13 @@ INT32_MAX = 2_147_483_647
 SEQUENCE_START_LOW = 20_000
 SEQUENCE_START_HIGH = 29_000
 SEQUENCE_WRAP_TO = 20_000
+_INT32_DIGITS = len(str(INT32_MAX))
 
 _E = TypeVar("_E", bound=Enum)
+
+# What `check_text` refuses: C0 controls, DEL, and lone surrogates (which orjson cannot encode).
+# One regex search is ~0.1 µs on a file name, a per-character Python loop ~1.9 µs.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class SequenceCounter:
@@ -69,10 +75,10 @@ def check_sequence_id(seq: object) -> str:
     """`seq` if it is a decimal string from 0 to 2147483647."""
     if (
         not isinstance(seq, str)
-        or not 0 < len(seq) <= len(str(INT32_MAX))
+        or not 0 < len(seq) <= _INT32_DIGITS
         or not seq.isascii()
         or not seq.isdigit()
-        or int(seq) > INT32_MAX
+        or (len(seq) == _INT32_DIGITS and int(seq) > INT32_MAX)
         or (seq != "0" and seq.startswith("0"))  # canonical, so that echoes compare equal
     ):
         raise CommandError(
@@ -93,9 +99,9 @@ def build_command(
     """Encode `{section: {sequence_id, command, **fields}}` as a `Command`."""
     body: dict[str, Any] = {"sequence_id": check_sequence_id(seq), "command": command}
     if fields:
-        clash = {"sequence_id", "command"} & fields.keys()
-        if clash:
-            raise CommandError(f"fields must not override {sorted(clash)}")
+        if "sequence_id" in fields or "command" in fields:
+            clash = sorted({"sequence_id", "command"} & fields.keys())
+            raise CommandError(f"fields must not override {clash}")
         body.update(fields)
     try:
         payload = orjson.dumps({section: body})
@@ -138,16 +144,22 @@ def check_bool(name: str, value: object) -> bool:
 
 def check_choice(name: str, enum: type[_E], value: object) -> _E:
     """The member of `enum` that `value` names (a member or its value)."""
-    allowed = ", ".join(repr(member.value) for member in enum)
-    message = f"{name} must be one of {allowed}, got {value!r}"
+    if isinstance(value, enum):
+        return value
     # bool: True == 1 would otherwise pick the member with value 1. Other types: enum lookup
     # compares with ==, which raises for values such as Decimal("sNaN") (found by hypothesis).
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise CommandError(message)
+        raise CommandError(_choice_message(name, enum, value))
     try:
         return enum(value)
     except ValueError as err:
-        raise CommandError(message) from err
+        raise CommandError(_choice_message(name, enum, value)) from err
+
+
+def _choice_message(name: str, enum: type[Enum], value: object) -> str:
+    """What `check_choice` says about a refused value, built only then (it costs ~3 µs)."""
+    allowed = ", ".join(repr(member.value) for member in enum)
+    return f"{name} must be one of {allowed}, got {value!r}"
 
 
 def check_text(
@@ -162,6 +174,6 @@ def check_text(
         raise CommandError(f"{name} must be at most {max_len} characters, got {len(value)}")
     if ascii_only and not value.isascii():
         raise CommandError(f"{name} must be ASCII, got {value!r}")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+    if _CONTROL_CHARS.search(value):
         raise CommandError(f"{name} must not contain control characters, got {value!r}")
     return value
