@@ -1,0 +1,168 @@
+"""The composition root: every long-lived service, built once from the settings and passed down.
+
+`open_services(settings)` opens the database (migrating it), loads the key for secrets at rest
+and builds the password hasher and the login limiter; `Services.start()` starts background
+work (expired-session pruning, later the fleet) and `Services.stop()` ends it in reverse order
+and closes the database. `running_services()` does all three around a block.
+
+Nothing here knows HTTP: `bambufarm.api.create_app(services)` serves these objects, and the
+CLI, the demo and the tests build them the same way.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Final
+
+from prometheus_client import CollectorRegistry
+
+from bambufarm import __version__
+from bambufarm.auth.bootstrap import ensure_admin
+from bambufarm.auth.passwords import Passwords
+from bambufarm.auth.ratelimit import LoginLimiter
+from bambufarm.auth.sessions import prune_sessions
+from bambufarm.settings import Settings
+from bambufarm.storage.db import Database, open_database
+from bambufarm.storage.errors import StorageError
+from bambufarm.storage.secrets import SecretBox, load_or_create_key
+
+logger = logging.getLogger(__name__)
+
+# Sessions last 12 h; deleting the expired ones hourly keeps the table at about one shift of
+# sign-ins without a write every request.
+PRUNE_INTERVAL_S: Final = 3600.0
+
+
+def utc_now() -> datetime:
+    """The wall clock, timezone-aware (UTC): the default clock of the services."""
+    return datetime.now(UTC)
+
+
+class Services:
+    """Everything the server runs on, built by `open_services`; one per server process."""
+
+    __slots__ = (
+        "_prune_interval_s",
+        "_pruner",
+        "clock",
+        "database",
+        "limiter",
+        "metrics",
+        "passwords",
+        "secret_box",
+        "settings",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database,
+        secret_box: SecretBox,
+        passwords: Passwords,
+        limiter: LoginLimiter,
+        metrics: CollectorRegistry | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.secret_box = secret_box
+        self.passwords = passwords
+        self.limiter = limiter
+        # One registry per process, never prometheus_client's global one: two servers in one
+        # test process must not share (or collide on) their counters.
+        self.metrics = metrics if metrics is not None else CollectorRegistry(auto_describe=True)
+        self.clock = clock
+        self.version = __version__
+        self._prune_interval_s = prune_interval_s
+        self._pruner: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Services(database={self.database.where!r})"
+
+    @property
+    def running(self) -> bool:
+        """True between `start()` and `stop()`."""
+        return self._pruner is not None
+
+    async def first_admin_password(self) -> str | None:
+        """Create the first admin if there are no users; its random password, shown once."""
+        async with self.database.session() as session:
+            return await ensure_admin(session, self.passwords, now=self.clock())
+
+    async def start(self) -> None:
+        """Start background work; idempotent."""
+        if self._pruner is None:
+            self._pruner = asyncio.create_task(self._prune_forever(), name="prune-sessions")
+
+    async def stop(self) -> None:
+        """Stop background work and close the database; safe to call twice."""
+        pruner, self._pruner = self._pruner, None
+        if pruner is not None:
+            pruner.cancel()
+            # The task only ends by this cancellation: its loop logs and survives its errors.
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+        await self.database.aclose()
+
+    async def prune_sessions_once(self) -> int:
+        """Delete expired login sessions now; returns how many went."""
+        async with self.database.session() as session:
+            return await prune_sessions(session, now=self.clock())
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                pruned = await self.prune_sessions_once()
+            except StorageError as err:
+                # The database being down is the operator's to fix; the next round retries.
+                logger.warning("expired sessions not pruned: %s", err)
+            except Exception:
+                logger.exception("pruning expired sessions failed; retrying next round")
+            else:
+                if pruned:
+                    logger.info("pruned %d expired login session(s)", pruned)
+            await asyncio.sleep(self._prune_interval_s)
+
+
+async def open_services(
+    settings: Settings,
+    *,
+    passwords: Passwords | None = None,
+    limiter: LoginLimiter | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    prune_interval_s: float = PRUNE_INTERVAL_S,
+) -> Services:
+    """Build the services from the settings: key, database (migrated), hasher, limiter."""
+    configured_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+    secret_box = SecretBox(load_or_create_key(settings.data_dir, configured_key))
+    database = await open_database(settings.database_url)
+    return Services(
+        settings=settings,
+        database=database,
+        secret_box=secret_box,
+        passwords=passwords if passwords is not None else Passwords(),
+        limiter=limiter if limiter is not None else LoginLimiter(),
+        clock=clock,
+        prune_interval_s=prune_interval_s,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    settings: Settings,
+    *,
+    passwords: Passwords | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> AsyncIterator[Services]:
+    """Open and start the services for the block; stop and close them after it."""
+    services = await open_services(settings, passwords=passwords, clock=clock)
+    try:
+        await services.start()
+        yield services
+    finally:
+        await services.stop()
