@@ -19,7 +19,13 @@ from bambufarm.protocol.mqtt import (
     MqttTlsError,
     connect,
 )
-from bambufarm.protocol.mqtt_packets import Connack, ConnackCode, Suback, encode
+from bambufarm.protocol.mqtt_packets import (
+    Connack,
+    ConnackCode,
+    Suback,
+    encode,
+    encode_remaining_length,
+)
 from bambufarm.simulator.broker import MqttBroker
 from bambufarm.simulator.tls import SimulatorCA, server_context
 
@@ -380,3 +386,30 @@ async def test_qos1_publish_from_the_broker_is_acknowledged(ca: SimulatorCA) -> 
         await sink.wait_for(1)
         await client.close()
     assert sink.messages == [("a/b/c", b"payload")]
+
+
+async def test_packets_split_at_every_byte_are_reassembled(ca: SimulatorCA) -> None:
+    topic = b"a/b"
+    payloads = [b"x" * 200, b"{}", b"y" * 20_000]  # 2- and 3-byte remaining lengths
+    stream = b"".join(
+        b"\x30" + encode_remaining_length(2 + len(topic) + len(p)) + b"\x00\x03" + topic + p
+        for p in payloads
+    )
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_login(reader, writer)
+        await reader.read(1024)  # SUBSCRIBE
+        writer.write(encode(Suback(1, (0,))))
+        for index in range(len(stream)):
+            writer.write(stream[index : index + 1])  # one TLS record per byte
+        await writer.drain()
+        await reader.read()
+
+    async with scripted(ca, dribble) as port:
+        client = await login(ca, port)
+        sink = Collect()
+        client.sink = sink
+        await client.subscribe("a/b")
+        await sink.wait_for(len(payloads))
+        await client.close()
+    assert sink.messages == [("a/b", p) for p in payloads]
