@@ -58,6 +58,7 @@ USERNAME = "bblp"  # every printer's LAN login (protocol.md §1.1)
 # protocol.md §1.4: pushall a P1P at most every ~5 minutes.
 MIN_PUSHALL_INTERVAL = 300.0
 AUTH_FAILED_REASON = "wrong access code (the printer refused it)"
+STOPPED_REASON = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,7 @@ class PrinterSession:
             self._fail_waiters()
             await client.close()
             if self._stopping:
-                self._set_connection(ConnectionState.OFFLINE, "stopped")
+                self._set_connection(ConnectionState.OFFLINE, STOPPED_REASON)
 
     async def stop(self) -> None:
         """End `run()` normally, closing the connection politely."""
@@ -309,7 +310,7 @@ class PrinterSession:
     def _log_connection(self, state: ConnectionState, reason: str) -> None:
         """Log a broken link once per change, not once per retry (design.md §4.8)."""
         label = self.config.label
-        if state is ConnectionState.CONNECTING:
+        if state is ConnectionState.CONNECTING or reason == STOPPED_REASON:
             logger.debug("%s: %s", label, reason)
         elif state is ConnectionState.ONLINE:
             if self._logged_problem is not None:
