@@ -288,14 +288,7 @@ async def domain_error_handler(request: Request, exc: Exception) -> Response:
 async def validation_error_handler(request: Request, exc: Exception) -> Response:
     """A 422 listing each invalid field; the rejected values are never echoed back."""
     raw: list[Any] = list(exc.errors()) if isinstance(exc, RequestValidationError) else []
-    fields = [
-        FieldProblem(
-            field=".".join(str(part) for part in error.get("loc", ())) or "request",
-            message=str(error.get("msg", "invalid")),
-            type=str(error.get("type", "invalid")),
-        )
-        for error in raw
-    ]
+    fields = [_field_problem(error) for error in raw]
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5])
     more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
     return problem_response(
@@ -306,6 +299,19 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
         instance=request.url.path,
         errors=fields,
     )
+
+
+def _field_problem(error: Mapping[str, Any]) -> FieldProblem:
+    loc = [str(part) for part in error.get("loc", ())]
+    kind = str(error.get("type", "invalid"))
+    message = str(error.get("msg", "invalid"))
+    if kind == "json_invalid":
+        # pydantic puts the character offset in the location: ("body", 17).
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        reason = str(error.get("ctx", {}).get("error", "")).strip()
+        message = f"the body is not valid JSON{where}" + (f" ({reason})" if reason else "")
+        loc = loc[:1]
+    return FieldProblem(field=".".join(loc) or "request", message=message, type=kind)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

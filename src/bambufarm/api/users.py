@@ -227,6 +227,9 @@ async def reset_route(
 
 
 async def _keep_an_admin(session: AsyncSession, principal: Principal, user: UserRecord) -> None:
+    # The principal is an enabled admin, so after the self-check there is always another one,
+    # unless two admins demote each other at once: SQLite runs one writer at a time, so the
+    # second sees the first's change here and is refused.
     if user.id == principal.user_id:
         raise Conflict("you cannot demote or disable your own account; another admin can do it")
     others = 0
