@@ -1,5 +1,7 @@
 """AMS command builders and the ams_mapping encoding."""
 
+from collections.abc import Sequence
+from enum import IntEnum
 from typing import Any
 
 import orjson
@@ -187,3 +189,30 @@ def test_mapping_flat_and_slots_agree(trays: list[int], dual: bool) -> None:
             assert ams == (tray if dual else 255)
     assert mapping.uses_ams == any(0 <= tray <= 135 for tray in trays)
     orjson.dumps(mapping.wire())
+
+
+class _Slot(IntEnum):
+    """An int subclass, as a caller's own tray constants might be."""
+
+    SECOND_AMS_FIRST_SLOT = 4
+
+
+@pytest.mark.parametrize(
+    "trays",
+    [[1, 0, 255], (1, 0, 255), range(1, -2, -1), [1, 0, _Slot.SECOND_AMS_FIRST_SLOT]],
+    ids=["list", "tuple", "range", "int-subclass"],
+)
+def test_any_sequence_of_ints_maps_like_a_list(trays: Sequence[int]) -> None:
+    mapping = encode_ams_mapping(trays, dual_nozzle=False)
+    assert mapping == encode_ams_mapping([int(tray) for tray in trays], dual_nozzle=False)
+
+
+@pytest.mark.parametrize("trays", [(0, True), (0, 1.0), [0, "1"], (0, None)])
+def test_a_tuple_or_list_with_a_non_int_names_the_bad_index(trays: Sequence[Any]) -> None:
+    with pytest.raises(CommandError, match=r"ams_mapping\[1\] must be 0-127"):
+        encode_ams_mapping(trays, dual_nozzle=False)
+
+
+def test_too_many_filaments_in_a_tuple() -> None:
+    with pytest.raises(CommandError, match="at most 64 filaments"):
+        encode_ams_mapping((0,) * 65, dual_nozzle=False)

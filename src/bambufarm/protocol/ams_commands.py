@@ -69,21 +69,21 @@ class AmsMapping:
 
 def encode_ams_mapping(trays: Sequence[int], *, dual_nozzle: bool) -> AmsMapping:
     """Map filament i (0-based, slice_info id-1) to global tray `trays[i]` in both wire forms."""
-    # A list or tuple skips the Sequence ABC check (~0.3 µs of a ~2 µs call).
-    if (
-        type(trays) is not list
-        and type(trays) is not tuple
-        and (isinstance(trays, str | bytes) or not isinstance(trays, Sequence))
-    ):
+    # A list or tuple (what callers pass) is used as it is: the Sequence ABC check and the
+    # bounded copy cost ~0.5 µs of a ~2 µs call.
+    if type(trays) is list or type(trays) is tuple:
+        items: Sequence[object] = trays
+    elif isinstance(trays, str | bytes) or not isinstance(trays, Sequence):
         raise CommandError(f"ams_mapping must be a list of tray ids, got {trays!r}")
-    # islice, not len(): a huge range() would overflow len() before we could refuse it.
-    items = list(islice(trays, MAX_FILAMENTS + 1))
+    else:
+        # islice, not len(): a huge range() would overflow len() before we could refuse it.
+        items = list(islice(trays, MAX_FILAMENTS + 1))
     if len(items) > MAX_FILAMENTS:
         raise CommandError(f"ams_mapping may list at most {MAX_FILAMENTS} filaments")
     flat: list[int] = []
     slots: list[tuple[int, int]] = []
     for tray in items:
-        if isinstance(tray, bool) or not isinstance(tray, int):
+        if type(tray) is not int and (isinstance(tray, bool) or not isinstance(tray, int)):
             raise _bad_tray(len(flat), tray)
         if 0 <= tray < AMS_HT_FIRST:
             flat.append(tray)
