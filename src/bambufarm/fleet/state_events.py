@@ -1,10 +1,11 @@
 """The events one merged report causes: changed fields, HMS raised/cleared, print transitions.
 
-Pure and cheap, because it runs for every report of every printer: `merge` keeps every typed
-part a report did not touch as the same object, so "changed" is an identity check per field
-(~1 µs for all of them). A part a delta rebuilt counts as changed even when its values came out
-equal (a heartbeat repeating a temperature): comparing values would cost more than the
-consumers of StateChanged, who read the state anyway, lose by an occasional no-op.
+Pure and cheap, because it runs for every report of every printer: `merge` already names the
+parts a report touched (`PrinterState.changed`), so nothing is diffed here. A part a delta
+touched counts as changed even when its values came out equal (a heartbeat repeating a
+temperature): comparing values would cost more than the consumers of StateChanged, who read
+the state anyway, lose by an occasional no-op. Only the HMS list and the job's state and
+layer are compared, and only when the report touched them.
 """
 
 from bambufarm.fleet.events import (
@@ -23,28 +24,15 @@ from bambufarm.protocol.errors import HmsError
 from bambufarm.protocol.hms import HmsCode
 from bambufarm.protocol.state import GcodeState, Job, PrinterState
 
-# Top-level PrinterState fields a StateChanged event can name. `sequence`, `report_count` and
-# `raw` change with every push and say nothing on their own.
-TRACKED_FIELDS = (
-    "job", "temperatures", "fans", "speed", "lights", "ams", "hms", "storage", "network",
-    "nozzle", "camera", "firmware", "fun", "developer_mode",
-)  # fmt: skip
-
 _ACTIVE = frozenset({GcodeState.PREPARE, GcodeState.RUNNING})
 _IN_JOB = frozenset({GcodeState.PREPARE, GcodeState.RUNNING, GcodeState.PAUSE})
 
 
 def changed_fields(old: PrinterState, new: PrinterState) -> frozenset[str]:
-    """The tracked fields that `new` does not share with `old` (rebuilt by the merge)."""
-    if old is new:
-        return frozenset()
-    changed = []
-    for name in TRACKED_FIELDS:
-        before = getattr(old, name)
-        after = getattr(new, name)
-        if before is not after:
-            changed.append(name)
-    return frozenset(changed)
+    """The state attributes the merge from `old` to `new` touched (none if `new is old`)."""
+    # merge() returns the very same state for a report that changes nothing, whose `changed`
+    # still describes the report before.
+    return frozenset() if new is old else new.changed
 
 
 def state_events(
