@@ -124,9 +124,6 @@ class _Step:
         return value
 
 
-_NO_STEP = _Step(_EMPTY, _EMPTY, _EMPTY, frozenset())
-
-
 @dataclass(frozen=True)
 class PrinterState:
     """Everything the manager knows about one printer, typed and immutable.
@@ -161,7 +158,7 @@ class PrinterState:
 
     # How to build the parts touched by the last merge; each built part sits in the
     # instance's own __dict__ under its field name, where attribute lookup finds it first.
-    _step: ClassVar[_Step] = _NO_STEP
+    _step: ClassVar[_Step | None] = None
 
     @property
     def print_error(self) -> int:
@@ -188,7 +185,10 @@ class _LazyPart:
     def __get__(self, state: PrinterState | None, owner: type | None = None) -> Any:
         if state is None:
             return self
-        value = state._step.part(self._name)
+        step = state._step
+        if step is None:  # only when a caller emptied the instance dict by hand
+            raise AttributeError(self._name)
+        value = step.part(self._name)
         state.__dict__[self._name] = value
         return value
 
