@@ -165,3 +165,8 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]]
     at: Mapped[datetime] = mapped_column(index=True)
+
+
+# The library, job and history tables live in their own module on this same `Base`; importing
+# it here keeps `Base.metadata` (migrations, the schema test) complete whoever imports first.
+import bambufarm.storage.job_tables  # noqa: E402, F401
