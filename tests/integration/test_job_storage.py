@@ -291,7 +291,7 @@ async def test_retry_and_requeue_clear_the_previous_attempt(db: Database, sha: s
 async def test_progress_belongs_to_the_current_attempt(db: Database, sha: str) -> None:
     job = (await queue(db, JobSpec(sha, "cube")))[0]
     async with db.session() as s:
-        with pytest.raises(JobStateConflict, match="is queued"):
+        with pytest.raises(JobStateConflict, match="is queued, so it cannot record progress"):
             await update_progress(s, job.id, attempt=0, states=PROGRESS_STATES, progress=5)
         await change_state(s, job.id, claim(P1S), now=T0)
         with pytest.raises(JobStateConflict, match="on attempt 1, not 7"):

@@ -256,8 +256,9 @@ async def change_state(
     if attempt is not None:
         conditions.append(JobRow.attempt == attempt)
     await _compare_and_set(
-        session, job_id, conditions=conditions, values=values, change=change, attempt=attempt
-    )
+        session, job_id, conditions, values,
+        action=f"become {to}", allowed=allowed, attempt=attempt,
+    )  # fmt: skip
     return await get_job(session, job_id)
 
 
@@ -290,10 +291,10 @@ async def update_progress(
     }
     current = _check_states(states)
     conditions = [JobRow.id == job_id, JobRow.state.in_(sorted(current)), JobRow.attempt == attempt]
-    described = StateChange(to="(progress)", allowed_from=current)
     await _compare_and_set(
-        session, job_id, conditions=conditions, values=values, change=described, attempt=attempt
-    )
+        session, job_id, conditions, values,
+        action="record progress", allowed=current, attempt=attempt,
+    )  # fmt: skip
     return await get_job(session, job_id)
 
 
@@ -358,22 +359,23 @@ async def duplicate_job(
 async def _compare_and_set(
     session: AsyncSession,
     job_id: int,
-    *,
     conditions: list[ColumnElement[bool]],
     values: dict[str, Any],
-    change: StateChange,
+    *,
+    action: str,
+    allowed: frozenset[str],
     attempt: int | None,
 ) -> None:
+    """One conditional UPDATE; when it matches no row, the error says which condition failed."""
     statement = update(JobRow).where(*conditions).values(**values)
     result = await session.execute(statement.execution_options(synchronize_session=False))
     if int(result.rowcount) == 1:  # type: ignore[attr-defined]
         return
     current = await _row(session, job_id)
-    if current.state not in change.allowed_from:
-        allowed = ", ".join(s for s in JOB_STATES if s in change.allowed_from) or "nothing"
+    if current.state not in allowed:
+        named = ", ".join(s for s in JOB_STATES if s in allowed) or "nothing"
         raise JobStateConflict(
-            f"job {job_id} is {current.state}, so it cannot become {change.to} "
-            f"(only from: {allowed})"
+            f"job {job_id} is {current.state}, so it cannot {action} (only from: {named})"
         )
     raise JobStateConflict(
         f"job {job_id} is on attempt {current.attempt}, not {attempt}: it was claimed or "
