@@ -32,6 +32,7 @@ from bambufarm.jobs.dispatch import (
     WaitReason,
     match,
 )
+from bambufarm.jobs.filament_match import delta_e, parse_colour
 from bambufarm.protocol.commands import EXTERNAL_LEFT, EXTERNAL_SPOOL
 from bambufarm.protocol.errors import ModelError
 from bambufarm.protocol.models import PrinterModel, model_by_name
@@ -301,9 +302,27 @@ def test_colour_tolerance_accepts_near_colours_and_prefers_exact() -> None:
     assert plan.assignments[0].trays[0].color == "#FDFDFD"
     plan = match([view(P1S_B, P1S, exact_too)], [lenient], now=0)
     assert plan.assignments[0].trays[0].color == "#FFFFFF"  # exact beats fuller-but-near
+    # FAFAFA is ΔE 1.73 from white: outside a tolerance of 1.5, inside one of 2.
+    greyish = loaded_state(P1S_C, tray(0, "PLA", "FAFAFAFF", 90, "1000"))
+    tight = job("tight", color_tolerance=1.5)
+    reason = only_reason(match([view(P1S_C, P1S, greyish)], [tight], now=0), "tight", P1S_C)
+    assert reason.reason is WaitReason.MISSING_FILAMENT
+    assert match([view(P1S_C, P1S, greyish)], [lenient], now=0).assignments
     far = job("far", fil(1, "PLA", "#FF0000"), color_tolerance=2.0)
     reason = only_reason(match([view(P1S_A, P1S, near)], [far], now=0), "far", P1S_A)
     assert reason.reason is WaitReason.MISSING_FILAMENT
+
+
+def test_colour_difference_is_cie76_in_lab() -> None:
+    assert delta_e(0xFFFFFF, 0x000000) == pytest.approx(100.0, abs=0.01)  # L* 100 -> 0
+    # sRGB red is L*a*b* (53.24, 80.09, 67.20).
+    assert delta_e(0xFF0000, 0x000000) == pytest.approx(117.3, abs=0.1)
+    assert delta_e(0x123456, 0x123456) == 0
+    assert parse_colour("#abc") == 0xAABBCC
+    assert parse_colour("FFFFFF80") == 0xFFFFFF
+    assert parse_colour("") is None
+    assert parse_colour("#GGGGGG") is None
+    assert parse_colour("#12345") is None
 
 
 # --- every reason ------------------------------------------------------------------------
