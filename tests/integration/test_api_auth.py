@@ -430,7 +430,8 @@ async def test_admin_creates_users_with_a_generated_or_given_password(api: Runni
         "/api/v1/users", json={"username": "no spaces"}, headers=admin.csrf_header
     )
     assert bad_name.status_code == 422
-    assert bad_name.json()["type"] == "urn:bambufarm:problem:invalid-value"
+    assert bad_name.json()["type"] == "urn:bambufarm:problem:validation"
+    assert bad_name.json()["errors"][0]["field"] == "body.username"
     page = await admin.client.get("/api/v1/users", params={"limit": 2})
     assert page.json()["total"] == 4  # admin, otto, root, vera
     assert [u["username"] for u in page.json()["items"]] == ["admin", "otto"]

@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bambufarm.api.auth_routes import NO_STORE
 from bambufarm.api.deps import CanManageOwnKeys, ServicesDep
-from bambufarm.api.schemas import problem_responses
+from bambufarm.api.schemas import PRINTABLE, Username, problem_responses
 from bambufarm.auth.api_keys import MAX_NAME, create_api_key, revoke
 from bambufarm.auth.roles import Action, Scope
 from bambufarm.storage.audit import record_action
 from bambufarm.storage.credentials import ApiKeyRecord, get_api_key, list_api_keys
 from bambufarm.storage.errors import ApiKeyNotFound
-from bambufarm.storage.users import MAX_USERNAME, get_user, get_user_by_id
+from bambufarm.storage.users import get_user, get_user_by_id
 
 router = APIRouter(
     prefix="/api/v1/api-keys",
@@ -50,7 +50,7 @@ class NewApiKey(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=MAX_NAME, examples=["erp-sync"])
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=PRINTABLE, examples=["erp-sync"])
     scopes: list[Scope] = Field(min_length=1, examples=[["read"]])
 
 
@@ -118,17 +118,14 @@ async def create_route(
 async def list_route(
     principal: CanManageOwnKeys,
     services: ServicesDep,
-    owner: Annotated[
-        str | None,
-        Query(min_length=1, max_length=MAX_USERNAME, description="Another user's keys (admin)."),
-    ] = None,
+    owner: Annotated[Username | None, Query(description="Another user's keys (admin).")] = None,
     all_owners: Annotated[
         bool, Query(alias="all", description="Everybody's keys (admin).")
     ] = False,
     include_revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False,
 ) -> ApiKeyList:
     """Your keys; admins may ask for one user's or everybody's."""
-    others = all_owners or (owner is not None and owner.strip().lower() != principal.username)
+    others = all_owners or (owner is not None and owner != principal.username)
     if others:
         principal.require(Action.MANAGE_USERS)
     async with services.database.session(readonly=True) as session:

@@ -22,14 +22,13 @@ from bambufarm.api.deps import (
     client_address,
 )
 from bambufarm.api.errors import BadRequest, WrongPassword
-from bambufarm.api.schemas import problem_responses
+from bambufarm.api.schemas import Username, problem_responses
 from bambufarm.auth.accounts import change_password
 from bambufarm.auth.errors import Forbidden, InvalidCredentials
 from bambufarm.auth.passwords import MAX_PASSWORD_LENGTH
 from bambufarm.auth.roles import Role, Scope
 from bambufarm.auth.sessions import IssuedSession, login, logout
 from bambufarm.storage.audit import record_action
-from bambufarm.storage.users import MAX_USERNAME
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -42,7 +41,7 @@ class LoginRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=MAX_USERNAME)
+    username: Username
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
 
 

@@ -6,13 +6,26 @@ Resource models (users, keys, printers, ...) live beside their router in `api/<r
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from bambufarm.storage.paging import DEFAULT_LIMIT, MAX_LIMIT
+from bambufarm.storage.users import MAX_USERNAME, normalize_username
 
 T = TypeVar("T")
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+# Names people give things (API keys, later printers): printable text. PostgreSQL refuses NUL
+# in text and JSON, and control characters make log lines and tables lie.
+PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _username(value: str) -> str:
+    # The storage rule, checked at the edge: a name that cannot exist is a 422, and odd bytes
+    # never reach the database.
+    return normalize_username(value)
+
+
+Username = Annotated[str, Field(min_length=1, max_length=MAX_USERNAME), AfterValidator(_username)]
 
 
 class FieldProblem(BaseModel):

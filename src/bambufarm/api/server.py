@@ -151,7 +151,9 @@ class HttpServer:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and with Nagle on every response waited ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # A restart must not wait out TIME_WAIT connections of the previous process.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

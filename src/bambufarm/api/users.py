@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bambufarm.api.auth_routes import NO_STORE
 from bambufarm.api.deps import CanManageUsers, ServicesDep
 from bambufarm.api.errors import BadRequest, Conflict
-from bambufarm.api.schemas import Page, PageParams, problem_responses
+from bambufarm.api.schemas import Page, PageParams, Username, problem_responses
 from bambufarm.auth.accounts import create_user, set_disabled
 from bambufarm.auth.bootstrap import reset_password
 from bambufarm.auth.passwords import MAX_PASSWORD_LENGTH, generate_password
@@ -25,7 +25,6 @@ from bambufarm.auth.roles import Principal, Role
 from bambufarm.storage.audit import record_action
 from bambufarm.storage.paging import MAX_LIMIT
 from bambufarm.storage.users import (
-    MAX_USERNAME,
     UserChanges,
     UserRecord,
     get_user,
@@ -39,7 +38,7 @@ router = APIRouter(
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 
-Username = Annotated[str, Path(min_length=1, max_length=MAX_USERNAME)]
+UsernamePath = Annotated[Username, Path(description="The account's name (any case).")]
 _ADMIN: Final = Role.ADMIN.value
 
 
@@ -60,7 +59,7 @@ class NewUser(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=MAX_USERNAME)
+    username: Username
     role: Role = Role.VIEWER
     password: str | None = Field(
         default=None,
@@ -162,7 +161,9 @@ async def create_route(
 
 
 @router.get("/{username}", summary="Show a user")
-async def get_route(username: Username, principal: CanManageUsers, services: ServicesDep) -> User:
+async def get_route(
+    username: UsernamePath, principal: CanManageUsers, services: ServicesDep
+) -> User:
     """One account."""
     async with services.database.session(readonly=True) as session:
         return user_model(await get_user(session, username))
@@ -174,7 +175,7 @@ async def get_route(username: Username, principal: CanManageUsers, services: Ser
     responses=problem_responses(409),
 )
 async def update_route(
-    username: Username, body: UserUpdate, principal: CanManageUsers, services: ServicesDep
+    username: UsernamePath, body: UserUpdate, principal: CanManageUsers, services: ServicesDep
 ) -> User:
     """Set the role and/or disabled flag; disabling ends the user's sessions and keys' use."""
     now = services.clock()
@@ -212,10 +213,10 @@ async def update_route(
     responses=problem_responses(400),
 )
 async def reset_route(
-    username: Username, principal: CanManageUsers, services: ServicesDep
+    username: UsernamePath, principal: CanManageUsers, services: ServicesDep
 ) -> JSONResponse:
     """A new random password (shown once): ends their sessions and re-enables the account."""
-    if username.strip().lower() == principal.username:
+    if username == principal.username:
         raise BadRequest("change your own password with POST /api/v1/auth/password")
     async with services.database.session() as session:
         user = await get_user(session, username)
