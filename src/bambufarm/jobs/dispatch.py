@@ -19,10 +19,14 @@ Jobs go in queue order: priority (higher first), due time (earlier first, none l
 order, then job id. Each takes the first printer that passes all checks, preferring the printer
 idle longest (`ready_since`, earliest first; unknown last), then the lowest serial.
 
-Cost: O(J·P·(1 + F·T)) for J jobs, P printers, F filaments per plate and T loaded trays, with
-the filament part memoised per (plate needs, printer loadout), so alike printers cost a lookup.
-An assigned job stops at its printer; a waiting job visits every printer to give its reasons.
-200 jobs x 1,000 printers that all wait take about a quarter of a second on one core.
+Cost: O(J·P·(1 + F·T)) for J jobs, P printers, F filaments per plate and T loaded trays. An
+assigned job stops at its printer; a waiting job visits every printer to give its reasons.
+Target/model/nozzle results are shared by jobs alike in these, printer availability by all
+jobs, and which trays hold a plate's filaments by printers loaded alike (`filament_match`).
+Measured on this project's 2-core machine, 200 jobs x 1,000 printers: 40-170 ms of CPU for a
+farm loaded from a dozen colours (100k-200k reasons), ~0.65 s in the worst case of every
+printer idle with 24-bit random colours and 200 distinct plates, ~1.1 s when those jobs also
+allow a colour tolerance.
 """
 
 import math
@@ -111,6 +115,7 @@ class Target:
 
 
 ANY_PRINTER = Target()
+_MISSING, _NOT_ENOUGH = WaitReason.MISSING_FILAMENT, WaitReason.NOT_ENOUGH_FILAMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +303,7 @@ def match(
                     f"job {other}, ahead in the queue, takes this printer this round",
                 )
             elif isinstance(outcome, FilamentShortfall):
-                reason = WaitReason.MISSING_FILAMENT if outcome.missing else _NOT_ENOUGH
+                reason = _MISSING if outcome.missing else _NOT_ENOUGH
                 outcome = CandidateReason(view.serial, reason, outcome.detail)
             reasons[i] = outcome
         if assigned is not None:
@@ -306,9 +311,6 @@ def match(
         else:
             waiting[job.job_id] = tuple(r for r in reasons if r is not None)
     return DispatchPlan(now, tuple(assignments), MappingProxyType(waiting))
-
-
-_NOT_ENOUGH = WaitReason.NOT_ENOUGH_FILAMENT
 
 
 def _queue_order(job: JobRequest) -> tuple[int, bool, float, float, str]:
@@ -382,13 +384,18 @@ class _StaticChecks:
         return None
 
 
-_BUSY_DETAILS = {
-    GcodeState.PREPARE: "preparing a print",
-    GcodeState.PAUSE: "a print is paused",
-    GcodeState.SLICING: "slicing a job",
-    GcodeState.INIT: "starting up",
-    GcodeState.UNKNOWN: "no status report received yet",
-}
+_BUSY_DETAILS: Mapping[GcodeState, str] = MappingProxyType(
+    {
+        GcodeState.PREPARE: "preparing a print",
+        GcodeState.PAUSE: "a print is paused",
+        GcodeState.SLICING: "slicing a job",
+        GcodeState.INIT: "starting up",
+        GcodeState.UNKNOWN: "no status report received yet",
+    }
+)
+_ENDED: Mapping[GcodeState, str] = MappingProxyType(
+    {GcodeState.FINISH: "finished", GcodeState.FAILED: "failed"}
+)
 
 
 def _availability(view: PrinterView) -> CandidateReason | None:
@@ -415,7 +422,7 @@ def _availability(view: PrinterView) -> CandidateReason | None:
     if busy is not None:
         return CandidateReason(serial, WaitReason.BUSY, busy)
     if not view.plate_cleared:
-        ended = {GcodeState.FINISH: "finished", GcodeState.FAILED: "failed"}.get(state, "ended")
+        ended = _ENDED.get(state, "ended")
         return CandidateReason(
             serial,
             WaitReason.PLATE_NOT_CLEARED,

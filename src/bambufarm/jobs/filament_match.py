@@ -81,6 +81,7 @@ class PlateNeeds:
     tolerance: float  # CIE76 ΔE; 0 = the same RRGGBB
     width: int  # length of ams_mapping: the highest slot
     exact: bool  # no tolerance and every filament names material and colour
+    keys: tuple[tuple[str, int | None], ...]  # (material, colour) per filament
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +131,6 @@ class FilamentPlan:
     """A tray for every filament of the plate."""
 
     choices: tuple[TrayChoice, ...]  # by slot
-
-    @property
-    def tray_ids(self) -> tuple[int, ...]:
-        """The global tray id per slot, in slot order."""
-        return tuple(choice.tray_id for choice in self.choices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +241,7 @@ class FilamentMatcher:
         ordered = tuple(sorted((_need(f) for f in filaments), key=lambda n: n.slot))
         width = ordered[-1].slot if ordered else 0
         exact = tolerance <= 0 and all(n.type_key and n.rgb is not None for n in ordered)
-        needs = PlateNeeds(ordered, tolerance, width, exact)
+        needs = PlateNeeds(ordered, tolerance, width, exact, tuple(n.key for n in ordered))
         planner = self._planners.get(needs)
         if planner is None:
             planner = self._planners[needs] = PlatePlanner(self, needs)
@@ -336,7 +332,7 @@ class PlatePlanner:
         needs, trays = self.needs, loadout.trays
         if needs.exact:
             exact = self._matcher.exact_index(loadout)
-            candidates = [exact.get(n.key, ()) for n in needs.filaments]
+            candidates = [exact.get(key, ()) for key in needs.keys]
         else:
             by_type = self._matcher.type_index(loadout)
             everything = tuple(range(len(trays)))
@@ -388,7 +384,10 @@ class PlatePlanner:
         """ "no PLA #FFFFFF loaded (filament 1)", shared by printers missing the same filaments."""
         # Only which filaments are absent shapes the message, so a round with 200k such
         # pairs builds a handful of strings per plate.
-        bits = sum(1 << k for k, found in enumerate(candidates) if not found)
+        bits = 0
+        for k, found in enumerate(candidates):
+            if not found:
+                bits |= 1 << k
         shortfall = self._missing.get(bits)
         if shortfall is None:
             text = "; ".join(
