@@ -5,24 +5,18 @@ Every test runs on SQLite and on PostgreSQL against uvicorn on 127.0.0.1.
 """
 
 import ssl
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.cookies import SimpleCookie
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from bambufarm.api.server import TlsFiles
 from bambufarm.auth.ratelimit import MAX_FAILURES, WINDOW_S
 from bambufarm.auth.roles import Role
 from bambufarm.auth.sessions import SESSION_TTL
 from bambufarm.storage.audit import AuditEntry, list_actions
-from tests.support.api import PASSWORD, RunningApi, running_api
+from tests.support.api import PASSWORD, RunningApi, running_api, self_signed_tls
 
 pytest_plugins = ["tests.support.postgres", "tests.support.api_fixtures"]
 
@@ -515,39 +509,8 @@ async def test_operators_cannot_manage_users(api: RunningApi) -> None:
 # --- TLS -----------------------------------------------------------------------------------
 
 
-def _self_signed(directory: Path) -> TlsFiles:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "cert.pem", directory / "key.pem")
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return files
-
-
 async def test_over_https_the_cookies_are_secure(database_url: str, tmp_path: Path) -> None:
-    tls = _self_signed(tmp_path)
+    tls = self_signed_tls(tmp_path)
     async with running_api(database_url, tmp_path / "data", tls=tls) as api:
         assert api.url.startswith("https://127.0.0.1:")
         await api.add_user("olga", Role.OPERATOR)

@@ -79,14 +79,15 @@ class HttpServer:
         self._tls = tls is not None
         self._server = _CallerOwnsSignals(self._config)
         self._socket: socket.socket | None = None
+        self._port = 0
         self._task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
-        """The bound port (after `start()`)."""
-        if self._socket is None:
+        """The bound port (after `start()`; still known after `stop()`)."""
+        if not self._port:
             raise RuntimeError("the server is not started")
-        return int(self._socket.getsockname()[1])
+        return self._port
 
     @property
     def url(self) -> str:
@@ -101,7 +102,8 @@ class HttpServer:
             raise RuntimeError("the server is already started")
         # TLS files and the app are loaded here, so a bad certificate fails the start.
         self._config.load()
-        self._socket = _bind(self._config.host, self._config.port)
+        self._socket = bind_listener(self._config.host, self._config.port)
+        self._port = int(self._socket.getsockname()[1])
         self._task = asyncio.create_task(
             self._server.serve(sockets=[self._socket]), name=f"http-server-{self.port}"
         )
@@ -149,7 +151,8 @@ class HttpServer:
         await self.stop()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket bound to host:port and listening (port 0: a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP spelled out: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # says TCP, and with Nagle on every response waited ~40 ms for a delayed ACK.

@@ -120,9 +120,28 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option(min=0, max=65535, help="Port (default 8888; 0 picks a free one)."),
         ] = None,
+        tls_cert: Annotated[
+            Path | None,
+            typer.Option(
+                help="PEM certificate chain: serve HTTPS (with --tls-key).", dir_okay=False
+            ),
+        ] = None,
+        tls_key: Annotated[
+            Path | None,
+            typer.Option(help="PEM private key of --tls-cert.", dir_okay=False),
+        ] = None,
     ) -> None:
         """Run the print-farm server: the API (and later the fleet) until Ctrl-C."""
-        settings = settings_or_exit(config, host=host, port=port)
+        settings = settings_or_exit(
+            config,
+            host=host,
+            port=port,
+            tls_cert=tls_cert.resolve() if tls_cert else None,
+            tls_key=tls_key.resolve() if tls_key else None,
+        )
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            typer.echo("error: --tls-cert and --tls-key go together (or neither)", err=True)
+            raise typer.Exit(2)
         logging.getLogger().setLevel(settings.log_level.value.upper())
         console = Console()
         try:
