@@ -348,7 +348,16 @@ async def test_key_scopes_are_limited_by_the_role(api: RunningApi) -> None:
 async def test_a_read_key_can_view_but_not_administer(api: RunningApi) -> None:
     await api.add_user("root", Role.ADMIN)
     read = api.key_client(await api.add_key("root", ["read"]))
-    assert (await read.get("/metrics")).status_code == 200
+    await read.get("/api/v1/users/root")
+    metrics = await read.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    # Requests are counted by route template, never by the name in the path.
+    assert (
+        'bambufarm_http_requests_total{method="GET",route="/api/v1/users/{username}",'
+        'status="403"} 1.0'
+    ) in metrics.text
+    assert "/api/v1/users/root" not in metrics.text
     refused = await read.get("/api/v1/users")
     assert refused.status_code == 403
     assert "admin scope" in refused.json()["detail"]

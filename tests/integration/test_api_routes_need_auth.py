@@ -117,7 +117,15 @@ async def test_public_routes_answer_without_credentials(api: RunningApi) -> None
     assert health.json() == {"status": "ok", "version": api.services.version, "database": "ok"}
     spec = await client.get("/api/openapi.json")
     assert spec.status_code == 200
-    assert "/api/v1/auth/login" in spec.json()["paths"]
+    paths = spec.json()["paths"]
+    assert "/api/v1/auth/login" in paths
+    # Errors are declared as what they are sent as.
+    refused = paths["/api/v1/users"]["get"]["responses"]["401"]["content"]
+    assert list(refused) == ["application/problem+json"]
+    assert refused["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
+    schemes = spec.json()["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {**schemes["ApiKey"], "type": "http", "scheme": "bearer"}
+    assert schemes["Session"]["in"] == "cookie"
     docs = await client.get("/api/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
