@@ -1,0 +1,340 @@
+// <fleet-dashboard>: every printer as a card, counters, filters, search, sort, grid or
+// compact list, kept live over the WebSocket. The list is loaded over REST at start and
+// again whenever the WebSocket (re)opens, so nothing missed while it was down stays stale.
+
+import { api, goToLogin, handleSessionProblem } from "./api.js";
+import { h, replaceChildren, setText } from "./dom.js";
+import { LiveFeed } from "./live.js";
+import { PrinterCard } from "./printer-card.js";
+import { CATEGORIES, CATEGORY_LABELS, hasError, printerFromMessage, printerView } from "./printer-model.js";
+import { fetchAllPrinters, liveSubscription, LIVE_PATH } from "./printer-source.js";
+
+const VIEW_KEY = "bf-fleet-view";
+const COUNTED = [
+  ["printing", "Printing"],
+  ["idle", "Idle"],
+  ["error", "Errors"],
+  ["offline", "Offline"],
+];
+// Errors first, then what needs watching, then the quiet ones.
+const CATEGORY_ORDER = { error: 0, paused: 1, printing: 2, idle: 3, offline: 4 };
+const SORTS = {
+  name: { label: "Name", compare: (a, b) => byName(a, b) },
+  state: {
+    label: "State (errors first)",
+    compare: (a, b) => CATEGORY_ORDER[a.category] - CATEGORY_ORDER[b.category] || byName(a, b),
+  },
+  remaining: {
+    label: "Finishing soonest",
+    compare: (a, b) => remainingOf(a) - remainingOf(b) || byName(a, b),
+  },
+  progress: {
+    label: "Progress",
+    compare: (a, b) => (b.job.progress ?? -1) - (a.job.progress ?? -1) || byName(a, b),
+  },
+  model: { label: "Model", compare: (a, b) => a.model.localeCompare(b.model) || byName(a, b) },
+};
+
+function byName(a, b) {
+  return a.name.localeCompare(b.name, undefined, { numeric: true, sensitivity: "base" });
+}
+
+function remainingOf(view) {
+  const active = view.category === "printing" || view.category === "paused";
+  return active && view.job.remainingMinutes !== null ? view.job.remainingMinutes : Number.MAX_SAFE_INTEGER;
+}
+
+export class FleetDashboard extends HTMLElement {
+  connectedCallback() {
+    if (this.cards) return;
+    const role = document.body.dataset.role;
+    this.canControl = role === "operator" || role === "admin";
+    this.cards = new Map();
+    this.filter = { state: "", model: "", errors: false, search: "" };
+    this.sort = "state";
+    this.resortQueued = false;
+    this.build();
+    this.feed = new LiveFeed(LIVE_PATH, () => liveSubscription(null));
+    this.feed.addEventListener("state", (event) => this.showLiveState(event.detail));
+    this.feed.addEventListener("message", (event) => this.onMessage(event.detail));
+    this.feed.addEventListener("auth", () => goToLogin());
+    this.opened = false;
+    this.feed.addEventListener("state", (event) => {
+      // The first open follows the initial load; every later one may have missed updates.
+      if (event.detail === "open" && this.opened) this.load();
+      if (event.detail === "open") this.opened = true;
+    });
+    this.load();
+    this.feed.start();
+  }
+
+  disconnectedCallback() {
+    this.feed?.stop();
+  }
+
+  build() {
+    this.liveState = h("span", { class: "live-state", role: "status", "data-state": "closed" }, "Connecting…");
+    this.counterButtons = {};
+    const counters = h(
+      "ul",
+      { class: "counters", "aria-label": "Printers by state" },
+      COUNTED.map(([kind, label]) => {
+        const value = h("strong", {}, "0");
+        const button = h(
+          "button",
+          { type: "button", class: "counter", "data-kind": kind, "aria-pressed": "false", title: `Show only: ${label.toLowerCase()}` },
+          value,
+          h("span", {}, label),
+        );
+        button.addEventListener("click", () => {
+          this.filter.state = this.filter.state === kind ? "" : kind;
+          this.stateSelect.value = this.filter.state;
+          this.applyFilters();
+        });
+        this.counterButtons[kind] = { button, value };
+        return h("li", {}, button);
+      }),
+    );
+
+    this.searchInput = h("input", {
+      id: "fleet-search",
+      type: "search",
+      placeholder: "Name, serial, model or job",
+      autocomplete: "off",
+    });
+    this.searchInput.addEventListener("input", () => {
+      this.filter.search = this.searchInput.value.trim().toLowerCase();
+      this.applyFilters();
+    });
+    this.stateSelect = h(
+      "select",
+      { id: "fleet-state" },
+      h("option", { value: "" }, "All states"),
+      CATEGORIES.map((c) => h("option", { value: c }, CATEGORY_LABELS[c])),
+    );
+    this.stateSelect.addEventListener("change", () => {
+      this.filter.state = this.stateSelect.value;
+      this.applyFilters();
+    });
+    this.modelSelect = h("select", { id: "fleet-model" }, h("option", { value: "" }, "All models"));
+    this.modelSelect.addEventListener("change", () => {
+      this.filter.model = this.modelSelect.value;
+      this.applyFilters();
+    });
+    this.errorsBox = h("input", { id: "fleet-errors", type: "checkbox" });
+    this.errorsBox.addEventListener("change", () => {
+      this.filter.errors = this.errorsBox.checked;
+      this.applyFilters();
+    });
+    this.sortSelect = h(
+      "select",
+      { id: "fleet-sort" },
+      Object.entries(SORTS).map(([key, sort]) => h("option", { value: key, selected: key === this.sort }, sort.label)),
+    );
+    this.sortSelect.addEventListener("change", () => {
+      this.sort = this.sortSelect.value;
+      this.resort();
+    });
+    this.viewButtons = {
+      grid: h("button", { type: "button", "aria-pressed": "true", "data-view": "grid" }, "Cards"),
+      list: h("button", { type: "button", "aria-pressed": "false", "data-view": "list" }, "List"),
+    };
+    for (const [mode, button] of Object.entries(this.viewButtons)) {
+      button.addEventListener("click", () => this.setView(mode));
+    }
+    const toolbar = h(
+      "div",
+      { class: "toolbar", role: "search", "aria-label": "Filter printers" },
+      h("div", { class: "field field-search" }, h("label", { for: "fleet-search" }, "Search"), this.searchInput),
+      h("div", { class: "field" }, h("label", { for: "fleet-state" }, "State"), this.stateSelect),
+      h("div", { class: "field" }, h("label", { for: "fleet-model" }, "Model"), this.modelSelect),
+      h("div", { class: "field" }, h("label", { for: "fleet-sort" }, "Sort by"), this.sortSelect),
+      h("label", { class: "check", for: "fleet-errors" }, this.errorsBox, "With errors only"),
+      h(
+        "div",
+        { class: "field" },
+        h("span", { class: "field-label", id: "fleet-view-label" }, "View"),
+        h("div", { class: "view-switch", role: "group", "aria-labelledby": "fleet-view-label" }, this.viewButtons.grid, this.viewButtons.list),
+      ),
+    );
+    this.summary = h("p", { class: "fleet-summary", "aria-live": "polite" });
+    this.grid = h("div", { class: "fleet-grid", role: "list", "aria-label": "Printers" });
+    this.message = h("div", { class: "notice notice-error", role: "alert", hidden: true });
+    this.empty = h("p", { class: "empty", hidden: true });
+    replaceChildren(
+      this,
+      h("div", { class: "dash-head" }, h("h1", {}, "Fleet"), counters, this.liveState),
+      toolbar,
+      this.message,
+      this.summary,
+      this.grid,
+      this.empty,
+    );
+    let saved = null;
+    try {
+      saved = window.localStorage.getItem(VIEW_KEY);
+    } catch {
+      saved = null;
+    }
+    this.setView(saved === "list" ? "list" : "grid");
+  }
+
+  setView(mode) {
+    this.grid.classList.toggle("is-list", mode === "list");
+    for (const [key, button] of Object.entries(this.viewButtons)) {
+      button.setAttribute("aria-pressed", String(key === mode));
+    }
+    try {
+      window.localStorage.setItem(VIEW_KEY, mode);
+    } catch {
+      // Not remembered across visits when storage is off; the choice still applies now.
+    }
+  }
+
+  showLiveState(state) {
+    this.liveState.dataset.state = state;
+    setText(this.liveState, { open: "Live", connecting: "Connecting…", closed: "Reconnecting…" }[state] || state);
+  }
+
+  async load() {
+    let printers;
+    try {
+      printers = await fetchAllPrinters();
+    } catch (err) {
+      if (handleSessionProblem(err)) return;
+      this.message.textContent = `The printers could not be loaded: ${err.message}`;
+      this.message.hidden = false;
+      return;
+    }
+    this.message.hidden = true;
+    const seen = new Set();
+    for (const printer of printers) {
+      seen.add(printer.serial);
+      this.upsert(printerView(printer));
+    }
+    for (const [serial, card] of this.cards) {
+      if (!seen.has(serial)) {
+        card.remove();
+        this.cards.delete(serial);
+      }
+    }
+    this.refreshModels();
+    this.resort();
+    this.applyFilters();
+  }
+
+  upsert(view) {
+    let card = this.cards.get(view.serial);
+    if (!card) {
+      card = new PrinterCard();
+      card.setup(view, { canControl: this.canControl });
+      this.cards.set(view.serial, card);
+      this.grid.append(card);
+      return card;
+    }
+    card.update(view);
+    return card;
+  }
+
+  onMessage(message) {
+    if (message?.type === "printer_removed" && message.serial) {
+      this.cards.get(message.serial)?.remove();
+      this.cards.delete(message.serial);
+      this.refreshModels();
+      this.applyFilters();
+      return;
+    }
+    const printer = printerFromMessage(message);
+    if (!printer) return;
+    const isNew = !this.cards.has(printer.serial);
+    const before = this.cards.get(printer.serial)?.view;
+    const view = printerView(printer);
+    const card = this.upsert(view);
+    if (isNew) this.refreshModels();
+    this.filterCard(card);
+    this.updateCounters();
+    this.updateSummary();
+    if (isNew || !before || SORTS[this.sort].compare(before, view) !== 0) this.queueResort();
+  }
+
+  queueResort() {
+    if (this.resortQueued) return;
+    this.resortQueued = true;
+    requestAnimationFrame(() => {
+      this.resortQueued = false;
+      this.resort();
+    });
+  }
+
+  resort() {
+    const compare = SORTS[this.sort].compare;
+    const ordered = [...this.cards.values()].sort((a, b) => compare(a.view, b.view));
+    // Move only the cards out of place: moving a focused card would drop the focus.
+    ordered.forEach((card, index) => {
+      const here = this.grid.children[index];
+      if (here !== card) this.grid.insertBefore(card, here || null);
+    });
+  }
+
+  refreshModels() {
+    const models = [...new Set([...this.cards.values()].map((card) => card.view.model).filter(Boolean))].sort();
+    const current = this.modelSelect.value;
+    replaceChildren(
+      this.modelSelect,
+      h("option", { value: "" }, "All models"),
+      models.map((model) => h("option", { value: model, selected: model === current }, model)),
+    );
+    if (!models.includes(current)) this.filter.model = "";
+  }
+
+  matches(view) {
+    const f = this.filter;
+    if (f.state === "printing") {
+      // Paused prints count as printing (see updateCounters), so they show with them too.
+      if (view.category !== "printing" && view.category !== "paused") return false;
+    } else if (f.state && view.category !== f.state) {
+      return false;
+    }
+    if (f.model && view.model !== f.model) return false;
+    if (f.errors && !hasError(view) && view.hms.length === 0) return false;
+    if (f.search) {
+      const text = `${view.name} ${view.serial} ${view.model} ${view.job.name}`.toLowerCase();
+      if (!text.includes(f.search)) return false;
+    }
+    return true;
+  }
+
+  filterCard(card) {
+    const hidden = !this.matches(card.view);
+    if (card.hidden !== hidden) card.hidden = hidden;
+  }
+
+  applyFilters() {
+    for (const card of this.cards.values()) this.filterCard(card);
+    for (const [kind, { button }] of Object.entries(this.counterButtons)) {
+      button.setAttribute("aria-pressed", String(this.filter.state === kind));
+    }
+    this.updateCounters();
+    this.updateSummary();
+  }
+
+  updateCounters() {
+    const counts = { printing: 0, idle: 0, error: 0, offline: 0, paused: 0 };
+    for (const card of this.cards.values()) counts[card.view.category] += 1;
+    // Paused prints are still jobs on the plate: they count with printing.
+    counts.printing += counts.paused;
+    for (const [kind, { value }] of Object.entries(this.counterButtons)) setText(value, counts[kind]);
+  }
+
+  updateSummary() {
+    const total = this.cards.size;
+    let shown = 0;
+    for (const card of this.cards.values()) if (!card.hidden) shown += 1;
+    setText(this.summary, total === 0 ? "" : shown === total ? `${total} printers` : `Showing ${shown} of ${total} printers`);
+    this.empty.hidden = shown > 0;
+    setText(
+      this.empty,
+      total === 0 ? "No printers yet. An admin adds them under Settings, or with `bambufarm printers add`." : "No printer matches these filters.",
+    );
+  }
+}

@@ -1,0 +1,220 @@
+// <printer-card>: one printer on the dashboard. Built once, then `update(view)` changes only
+// the text and attributes that differ, so a fleet of hundreds updating every second stays cheap.
+
+import { h, replaceChildren, setText } from "./dom.js";
+import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from "./format.js";
+import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
+import { availableActions, CATEGORY_LABELS } from "./printer-model.js";
+
+const CONNECTION_LABELS = {
+  connecting: "Connecting",
+  stale: "Not answering",
+  offline: "Offline",
+  auth_failed: "Access code refused",
+  tls_failed: "Certificate refused",
+  disabled: "Disabled",
+};
+
+export class PrinterCard extends HTMLElement {
+  /** Draw the card for `view`; `canControl` decides whether control buttons exist at all. */
+  setup(view, { canControl }) {
+    this.canControl = canControl;
+    this.setAttribute("role", "listitem");
+    this.dataset.serial = view.serial;
+    const nameId = `printer-${view.serial}-name`;
+    this.setAttribute("aria-labelledby", nameId);
+    this.link = h("a", { href: `/printers/${encodeURIComponent(view.serial)}` });
+    this.modelLine = h("div", { class: "card-model" });
+    this.pill = h("span", { class: "pill" });
+    this.reason = h("p", { class: "conn-reason" });
+    this.badges = h("div", { class: "badges" });
+    this.jobName = h("p", { class: "job-name" });
+    this.fill = h("div", { class: "progress-fill" });
+    this.bar = h("div", {
+      class: "progress",
+      role: "progressbar",
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+      "aria-label": `Progress of ${view.name}`,
+    }, this.fill);
+    this.meta = {
+      progress: h("dd", { "data-field": "progress" }),
+      layer: h("dd", { "data-field": "layer" }),
+      remaining: h("dd", { "data-field": "remaining" }),
+      eta: h("dd", { "data-field": "eta" }),
+    };
+    const metaRow = (label, dd) => h("div", {}, h("dt", {}, label), dd);
+    this.temps = {
+      nozzle: h("dd", { "data-field": "nozzle" }),
+      bed: h("dd", { "data-field": "bed" }),
+      chamber: h("dd", { "data-field": "chamber" }),
+    };
+    const tempBox = (label, dd) => h("div", {}, h("dt", {}, label), dd);
+    this.trays = h("ul", { class: "trays", "aria-label": `Filament of ${view.name}` });
+    this.actions = h("div", { class: "card-actions" });
+    this.actionError = h("p", { class: "action-error", role: "status", hidden: true });
+    this.buttons = {};
+    if (canControl) {
+      for (const command of ["pause", "resume", "stop"]) {
+        const button = h(
+          "button",
+          {
+            type: "button",
+            class: command === "stop" ? "button button-small button-danger" : "button button-small",
+            "data-action": command,
+            "aria-label": `${ACTION_LABELS[command]} ${view.name}`,
+          },
+          ACTION_LABELS[command],
+        );
+        button.addEventListener("click", () => commandFromButton(button, this.view, command, this.actionError));
+        this.buttons[command] = button;
+        this.actions.append(button);
+      }
+    }
+    replaceChildren(
+      this,
+      h(
+        "div",
+        { class: "card-head" },
+        h("div", { class: "card-title" }, h("h2", { id: nameId }, this.link), this.modelLine),
+        this.pill,
+      ),
+      this.reason,
+      this.badges,
+      h(
+        "div",
+        { class: "card-job" },
+        this.jobName,
+        this.bar,
+        h(
+          "dl",
+          { class: "job-meta" },
+          metaRow("Done", this.meta.progress),
+          metaRow("Layer", this.meta.layer),
+          metaRow("Left", this.meta.remaining),
+          metaRow("ETA", this.meta.eta),
+        ),
+      ),
+      h(
+        "dl",
+        { class: "temps", "aria-label": `Temperatures of ${view.name}` },
+        tempBox("Nozzle", this.temps.nozzle),
+        tempBox("Bed", this.temps.bed),
+        tempBox("Chamber", this.temps.chamber),
+      ),
+      this.trays,
+      this.actions,
+      this.actionError,
+    );
+    this.update(view);
+  }
+
+  /** Show `view` (a printerView); touches only what changed. */
+  update(view) {
+    const previous = this.view;
+    this.view = view;
+    this.dataset.category = view.category;
+    this.dataset.model = view.model;
+    setText(this.link, view.name);
+    setText(this.modelLine, view.name === view.serial ? view.model : `${view.model} · ${view.serial}`);
+    const connected = view.connection.state === "online" || view.connection.state === "stale";
+    const pillText = connected ? CATEGORY_LABELS[view.category] : CONNECTION_LABELS[view.connection.state] || "Offline";
+    setText(this.pill, pillText);
+    this.pill.className = `pill pill-${view.category}`;
+    const showReason = view.connection.state !== "online" && view.connection.reason;
+    setText(this.reason, showReason ? view.connection.reason : "");
+    this.reason.hidden = !showReason;
+
+    if (!previous || badgeKey(previous) !== badgeKey(view)) this.drawBadges(view);
+
+    const job = view.job;
+    const active = view.category === "printing" || view.category === "paused" || job.progress !== null && job.progress > 0 && view.gcodeState !== "IDLE";
+    setText(this.jobName, job.name || "No job");
+    this.jobName.classList.toggle("job-none", !job.name);
+    this.jobName.title = job.name || "";
+    const progress = job.progress ?? 0;
+    const width = `${Math.max(0, Math.min(100, progress))}%`;
+    if (this.fill.style.width !== width) this.fill.style.width = width;
+    this.bar.setAttribute("aria-valuenow", String(progress));
+    setText(this.meta.progress, percent(job.progress) || "—");
+    setText(this.meta.layer, job.layer !== null && job.totalLayers ? `${job.layer}/${job.totalLayers}` : "—");
+    const printing = view.category === "printing" || view.category === "paused";
+    setText(this.meta.remaining, printing ? duration(job.remainingMinutes) || "—" : "—");
+    setText(this.meta.eta, view.category === "printing" ? etaClock(job.remainingMinutes) || "—" : "—");
+    this.querySelector(".card-job").dataset.active = String(active);
+
+    const t = view.temps;
+    setTemp(this.temps.nozzle, t.nozzle, t.nozzleTarget);
+    setTemp(this.temps.bed, t.bed, t.bedTarget);
+    setTemp(this.temps.chamber, t.chamber, t.chamberTarget);
+
+    if (!previous || trayKey(previous) !== trayKey(view)) this.drawTrays(view);
+
+    if (this.canControl) {
+      const allowed = availableActions(view);
+      for (const [command, button] of Object.entries(this.buttons)) {
+        button.hidden = !allowed[command] || view.readOnly;
+      }
+    }
+  }
+
+  drawBadges(view) {
+    const badges = view.hms.map((entry) =>
+      h(
+        "span",
+        { class: `badge badge-hms-${entry.severity}`, title: entry.text || entry.code, "data-hms": entry.code },
+        h("strong", {}, "HMS"),
+        h("span", { class: "badge-text" }, entry.text || "Unknown HMS code"),
+        h("code", {}, entry.code),
+      ),
+    );
+    if (view.readOnly) {
+      badges.push(
+        h("span", {
+          class: "badge badge-readonly",
+          title: "Developer Mode is off: the printer reports but refuses LAN commands",
+        }, "Read-only"),
+      );
+    }
+    replaceChildren(this.badges, badges);
+  }
+
+  drawTrays(view) {
+    const trays = [...view.ams.units.flatMap((unit) => unit.trays), ...view.ams.external];
+    replaceChildren(
+      this.trays,
+      trays.map((tray) => {
+        const colour = trayColour(tray.color);
+        const swatch = h("span", { class: colour ? "swatch" : "swatch swatch-empty", "aria-hidden": "true" });
+        if (colour) swatch.style.backgroundColor = colour;
+        const where = tray.unit === null ? "External" : `AMS ${tray.unit + 1} slot ${tray.id + 1}`;
+        const label = tray.type ? `${where}: ${tray.type}${tray.remain !== null && tray.remain >= 0 ? `, ${tray.remain}% left` : ""}` : `${where}: empty`;
+        return h(
+          "li",
+          { class: "tray", title: label, "aria-label": label, "data-active": String(tray.global === view.ams.trayNow) },
+          swatch,
+          h("span", { "aria-hidden": "true" }, tray.type ? percent(tray.remain) || tray.type : "—"),
+        );
+      }),
+    );
+    this.trays.hidden = trays.length === 0;
+  }
+}
+
+function setTemp(dd, value, target) {
+  const text = degrees(value);
+  const goal = targetDegrees(target);
+  const key = `${text}${goal}`;
+  if (dd.dataset.key === key) return;
+  dd.dataset.key = key;
+  replaceChildren(dd, text, goal ? h("span", { class: "target" }, goal) : null);
+}
+
+function badgeKey(view) {
+  return `${view.readOnly}|${view.hms.map((e) => `${e.code}:${e.severity}:${e.text}`).join(",")}`;
+}
+
+function trayKey(view) {
+  const trays = [...view.ams.units.flatMap((unit) => unit.trays), ...view.ams.external];
+  return `${view.ams.trayNow}|${trays.map((t) => `${t.unit}.${t.id}:${t.type}:${t.color}:${t.remain}`).join(",")}`;
+}

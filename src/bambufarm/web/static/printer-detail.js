@@ -1,0 +1,263 @@
+// <printer-detail serial="...">: one printer — status, temperatures, controls, AMS trays and
+// the active HMS messages, live over the WebSocket.
+
+import { api, goToLogin, handleSessionProblem } from "./api.js";
+import { h, replaceChildren, setText } from "./dom.js";
+import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from "./format.js";
+import { LiveFeed } from "./live.js";
+import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
+import { availableActions, CATEGORY_LABELS, commandPath, printerFromMessage, printerView } from "./printer-model.js";
+import { fetchPrinter, liveSubscription, LIVE_PATH } from "./printer-source.js";
+
+const SPEEDS = [
+  [1, "Silent"],
+  [2, "Standard"],
+  [3, "Sport"],
+  [4, "Ludicrous"],
+];
+// Bambu's bed and nozzle limits (°C); the printer refuses more, this only guides the input.
+const LIMITS = { nozzle: 300, bed: 120 };
+
+export class PrinterDetail extends HTMLElement {
+  connectedCallback() {
+    if (this.serial) return;
+    this.serial = this.getAttribute("serial") || "";
+    const role = document.body.dataset.role;
+    this.canControl = role === "operator" || role === "admin";
+    this.build();
+    this.feed = new LiveFeed(LIVE_PATH, () => liveSubscription(this.serial));
+    this.opened = false;
+    this.feed.addEventListener("state", (event) => {
+      if (event.detail === "open" && this.opened) this.load();
+      if (event.detail === "open") this.opened = true;
+    });
+    this.feed.addEventListener("message", (event) => {
+      const printer = printerFromMessage(event.detail);
+      if (printer && printer.serial === this.serial) this.show(printerView(printer));
+    });
+    this.feed.addEventListener("auth", () => goToLogin());
+    this.load();
+    this.feed.start();
+  }
+
+  disconnectedCallback() {
+    this.feed?.stop();
+  }
+
+  build() {
+    this.title = h("h1", {}, this.serial);
+    this.pill = h("span", { class: "pill" });
+    this.subtitle = h("span", { class: "card-model" });
+    this.badges = h("div", { class: "badges" });
+    this.message = h("div", { class: "notice notice-error", role: "alert", hidden: true });
+    this.facts = h("dl", { class: "facts" });
+    this.fill = h("div", { class: "progress-fill" });
+    this.bar = h("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": "Print progress" }, this.fill);
+    this.temps = h("dl", { class: "temps" });
+    this.ams = h("div", {});
+    this.hms = h("div", {});
+    const panels = [
+      h("section", { class: "panel", "aria-labelledby": "status-title" }, h("h2", { id: "status-title" }, "Status"), this.bar, h("div", { class: "spacer" }), this.facts),
+      h("section", { class: "panel", "aria-labelledby": "temps-title" }, h("h2", { id: "temps-title" }, "Temperatures"), this.temps),
+    ];
+    if (this.canControl) panels.push(this.buildControls());
+    panels.push(
+      h("section", { class: "panel", "aria-labelledby": "ams-title" }, h("h2", { id: "ams-title" }, "Filament"), this.ams),
+      h("section", { class: "panel", "aria-labelledby": "hms-title" }, h("h2", { id: "hms-title" }, "Health messages (HMS)"), this.hms),
+    );
+    replaceChildren(
+      this,
+      h("p", {}, h("a", { href: "/" }, "← Fleet")),
+      h("div", { class: "detail-head" }, this.title, this.pill, this.subtitle),
+      this.badges,
+      this.message,
+      h("div", { class: "detail-grid" }, panels),
+    );
+  }
+
+  buildControls() {
+    this.actionError = h("p", { class: "action-error", role: "status", hidden: true });
+    this.jobButtons = {};
+    const jobRow = h("div", { class: "row", role: "group", "aria-label": "Print" });
+    for (const command of ["pause", "resume", "stop"]) {
+      const button = h(
+        "button",
+        { type: "button", class: command === "stop" ? "button button-danger" : "button", "data-action": command },
+        ACTION_LABELS[command],
+      );
+      button.addEventListener("click", () => commandFromButton(button, this.view, command, this.actionError));
+      this.jobButtons[command] = button;
+      jobRow.append(button);
+    }
+    this.lightButton = h("button", { type: "button", class: "button", "aria-pressed": "false", "data-action": "light" }, "Chamber light");
+    this.lightButton.addEventListener("click", () => {
+      const on = this.lightButton.getAttribute("aria-pressed") !== "true";
+      this.send("light", { node: "chamber_light", on });
+    });
+    this.speedSelect = h("select", { id: "detail-speed" }, SPEEDS.map(([level, label]) => h("option", { value: String(level) }, label)));
+    const speedButton = h("button", { type: "button", class: "button" }, "Set speed");
+    speedButton.addEventListener("click", () => this.send("speed", { level: Number(this.speedSelect.value) }));
+    const tempField = (heater, label) => {
+      const input = h("input", { id: `detail-${heater}`, type: "number", min: "0", max: String(LIMITS[heater]), step: "1", inputmode: "numeric" });
+      const button = h("button", { type: "button", class: "button" }, "Set");
+      button.addEventListener("click", () => {
+        const target = Number.parseInt(input.value, 10);
+        if (!Number.isFinite(target) || target < 0 || target > LIMITS[heater]) {
+          this.showActionError(`${label}: enter 0–${LIMITS[heater]} °C.`);
+          input.focus();
+          return;
+        }
+        this.send("temperature", { heater, target });
+      });
+      return h("div", { class: "row" }, h("div", { class: "field" }, h("label", { for: `detail-${heater}` }, `${label} target °C`), input), button);
+    };
+    return h(
+      "section",
+      { class: "panel", "aria-labelledby": "controls-title" },
+      h("h2", { id: "controls-title" }, "Controls"),
+      h("div", { class: "controls" },
+        jobRow,
+        h("div", { class: "row" }, this.lightButton),
+        h("div", { class: "row" }, h("div", { class: "field" }, h("label", { for: "detail-speed" }, "Print speed"), this.speedSelect), speedButton),
+        tempField("nozzle", "Nozzle"),
+        tempField("bed", "Bed"),
+        this.actionError,
+      ),
+    );
+  }
+
+  showActionError(text) {
+    this.actionError.textContent = text;
+    this.actionError.hidden = !text;
+  }
+
+  async send(command, body) {
+    this.showActionError("");
+    try {
+      await api(commandPath(this.serial, command), { method: "POST", body });
+    } catch (err) {
+      if (!handleSessionProblem(err)) this.showActionError(`${command} failed: ${err.message}`);
+    }
+  }
+
+  async load() {
+    try {
+      this.show(printerView(await fetchPrinter(this.serial)));
+      this.message.hidden = true;
+    } catch (err) {
+      if (handleSessionProblem(err)) return;
+      this.message.textContent = err.status === 404 ? `There is no printer ${this.serial}.` : `The printer could not be loaded: ${err.message}`;
+      this.message.hidden = false;
+    }
+  }
+
+  show(view) {
+    this.view = view;
+    document.title = `${view.name} · bambufarm`;
+    setText(this.title, view.name);
+    setText(this.pill, view.connection.state === "online" || view.connection.state === "stale" ? CATEGORY_LABELS[view.category] : view.connection.state.replace("_", " "));
+    this.pill.className = `pill pill-${view.category}`;
+    setText(this.subtitle, `${view.model} · ${view.serial}`);
+    replaceChildren(
+      this.badges,
+      view.readOnly ? h("span", { class: "badge badge-readonly" }, "Read-only: Developer Mode is off, commands are refused") : null,
+    );
+
+    const job = view.job;
+    const width = `${Math.max(0, Math.min(100, job.progress ?? 0))}%`;
+    if (this.fill.style.width !== width) this.fill.style.width = width;
+    this.bar.setAttribute("aria-valuenow", String(job.progress ?? 0));
+    const active = view.category === "printing" || view.category === "paused";
+    const rows = [
+      ["Connection", view.connection.reason ? `${view.connection.state} — ${view.connection.reason}` : view.connection.state],
+      ["Printer state", view.gcodeState],
+      ["Job", job.name || "No job"],
+      ["Progress", percent(job.progress) || "—"],
+      ["Layer", job.layer !== null && job.totalLayers ? `${job.layer} of ${job.totalLayers}` : "—"],
+      ["Time left", active ? duration(job.remainingMinutes) || "—" : "—"],
+      ["Finishes at", view.category === "printing" ? etaClock(job.remainingMinutes) || "—" : "—"],
+    ];
+    replaceChildren(this.facts, rows.map(([label, value]) => [h("dt", {}, label), h("dd", {}, value)]));
+
+    const t = view.temps;
+    replaceChildren(
+      this.temps,
+      [["Nozzle", t.nozzle, t.nozzleTarget], ["Bed", t.bed, t.bedTarget], ["Chamber", t.chamber, t.chamberTarget]].map(
+        ([label, value, target]) => h("div", {}, h("dt", {}, label), h("dd", {}, degrees(value), h("span", { class: "target" }, targetDegrees(target)))),
+      ),
+    );
+
+    this.showAms(view);
+    this.showHms(view);
+
+    if (this.canControl) {
+      const allowed = availableActions(view);
+      for (const [command, button] of Object.entries(this.jobButtons)) button.hidden = !allowed[command] || view.readOnly;
+      const light = view.lights.chamber_light;
+      this.lightButton.setAttribute("aria-pressed", String(light === "on"));
+      setText(this.lightButton, light === "on" ? "Chamber light: on" : "Chamber light: off");
+      if (view.speedLevel && document.activeElement !== this.speedSelect) this.speedSelect.value = String(view.speedLevel);
+    }
+  }
+
+  showAms(view) {
+    const table = (trays) =>
+      h(
+        "table",
+        { class: "tray-table" },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Slot"), h("th", { scope: "col" }, "Colour"), h("th", { scope: "col" }, "Material"), h("th", { scope: "col" }, "Left"))),
+        h(
+          "tbody",
+          {},
+          trays.map((tray) => {
+            const colour = trayColour(tray.color);
+            const swatch = h("span", { class: colour ? "swatch" : "swatch swatch-empty", role: "img", "aria-label": colour ? `colour ${colour}` : "no spool" });
+            if (colour) swatch.style.backgroundColor = colour;
+            const active = tray.global === view.ams.trayNow;
+            return h(
+              "tr",
+              { "data-active": String(active) },
+              h("td", {}, tray.unit === null ? "External" : `${tray.id + 1}${active ? " (in use)" : ""}`),
+              h("td", {}, swatch),
+              h("td", {}, tray.type || "Empty"),
+              h("td", {}, percent(tray.remain) || "—"),
+            );
+          }),
+        ),
+      );
+    const blocks = view.ams.units.map((unit) =>
+      h(
+        "div",
+        { class: "ams-unit" },
+        h("h3", {}, `AMS ${unit.id + 1}${unit.humidity !== null ? ` · humidity level ${unit.humidity}` : ""}${unit.temp !== null ? ` · ${degrees(unit.temp)}` : ""}`),
+        table(unit.trays),
+      ),
+    );
+    if (view.ams.external.length) blocks.push(h("div", { class: "ams-unit" }, h("h3", {}, "External spool"), table(view.ams.external)));
+    replaceChildren(this.ams, blocks.length ? blocks : h("p", { class: "card-model" }, "No AMS and no external spool reported."));
+  }
+
+  showHms(view) {
+    if (view.hms.length === 0) {
+      replaceChildren(this.hms, h("p", { class: "card-model" }, "No active messages."));
+      return;
+    }
+    replaceChildren(
+      this.hms,
+      h(
+        "ul",
+        { class: "hms-list" },
+        view.hms.map((entry) =>
+          h(
+            "li",
+            { class: `badge-hms-${entry.severity}` },
+            h("strong", {}, `${entry.severity[0].toUpperCase()}${entry.severity.slice(1)}`),
+            h("span", {}, entry.text || "Unknown HMS code"),
+            h("code", {}, entry.code),
+            entry.url && /^https:\/\//.test(entry.url) ? h("a", { href: entry.url, rel: "noreferrer", target: "_blank" }, "What to do") : null,
+          ),
+        ),
+      ),
+    );
+  }
+}
