@@ -20,6 +20,7 @@ from bambufarm.api.errors import install_error_handlers
 from bambufarm.api.metrics import HttpMetrics, MetricsMiddleware
 from bambufarm.api.schemas import PROBLEM_MEDIA_TYPE
 from bambufarm.app import Services
+from bambufarm.web.routes import web_router
 
 OPENAPI_URL: Final = "/api/openapi.json"
 DOCS_URL: Final = "/api/docs"
@@ -68,6 +69,7 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(services.metrics))
     for module in (health, auth_routes, users, api_keys, metrics):
         app.include_router(module.router)
+    app.include_router(web_router())
     return app
 
 
