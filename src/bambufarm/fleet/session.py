@@ -34,6 +34,7 @@ from bambufarm.fleet.commands import CommandResult, CommandStatus, from_ack, gua
 from bambufarm.fleet.connection import Connection, ConnectionState
 from bambufarm.fleet.errors import AuthFailed, PrinterOffline, TlsVerificationFailed
 from bambufarm.fleet.events import CommandAcked, CommandSent, ConnectionChanged, EventBus
+from bambufarm.fleet.health import Step, Timing, next_step
 from bambufarm.fleet.state_events import changed_fields, state_events
 from bambufarm.fleet.tls import PinStore, TlsPolicy, check_peer, client_context, handshake_failure
 from bambufarm.protocol import commands
@@ -260,32 +261,36 @@ class PrinterSession:
     async def _watch(self, client: MqttClient) -> None:
         """Sleep until the next deadline (stale, drop, refresh) or the end of the link."""
         config = self.config
+        timing = Timing(config.stale_after, config.stale_grace, config.pushall_every)
         closed = client.closed
         while not self._stopping:
             now = self._clock()
+            plan = next_step(
+                timing,
+                now,
+                last_message=self._last_message_at,
+                last_full=self._last_full_at,
+                last_pushall=self._last_pushall_at,
+                stale_asked=self._stale_pushall_sent,
+            )
             silent = now - self._last_message_at
-            if silent >= config.stale_after + config.stale_grace:
+            if plan.step is Step.DROP:
                 raise self._offline(f"no report for {silent:.0f} s")
-            if silent >= config.stale_after and not self._stale_pushall_sent:
+            if plan.step is Step.STALE:
                 self._stale_pushall_sent = True
                 self._set_connection(
                     ConnectionState.STALE, f"no report for {silent:.0f} s; asked for a full report"
                 )
                 await self._pushall(client)
-            deadline = self._last_message_at + config.stale_after
-            if self._stale_pushall_sent:
-                deadline += config.stale_grace
-            if config.pushall_every is not None:
-                refresh_at = max(self._last_full_at, self._last_pushall_at) + config.pushall_every
-                if refresh_at <= now:
-                    logger.debug("%s: periodic full-report refresh", config.label)
-                    await self._pushall(client)
-                    continue
-                deadline = min(deadline, refresh_at)
+                continue
+            if plan.step is Step.REFRESH:
+                logger.debug("%s: periodic full-report refresh", config.label)
+                await self._pushall(client)
+                continue
             try:
                 # Reports move the deadlines without waking this task: it wakes at the old
                 # deadline, finds the printer talking, and sleeps again (once a minute).
-                async with asyncio.timeout(max(deadline - now, 0.0)):
+                async with asyncio.timeout(max(plan.until - now, 0.0)):
                     reason = await asyncio.shield(closed)
             except TimeoutError:
                 continue
