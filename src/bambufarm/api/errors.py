@@ -65,6 +65,12 @@ from bambufarm.protocol.errors import (
     ThreeMFError,
     UnsafeArchiveError,
 )
+from bambufarm.protocol.ftps_replies import (
+    FtpsAuthError,
+    FtpsError,
+    FtpsNotFoundError,
+    FtpsStorageFullError,
+)
 from bambufarm.storage.errors import (
     AlreadyExists,
     InvalidValue,
@@ -197,6 +203,13 @@ MAPPINGS: Final[Mapping[type[Exception], ProblemKind]] = MappingProxyType(
         ThreeMFError: ProblemKind(422, "invalid-3mf", "Unusable 3MF file"),
         UnsafeArchiveError: ProblemKind(422, "unsafe-3mf", "Refused 3MF file"),
         NotSlicedError: ProblemKind(422, "not-sliced", "3MF file not sliced"),
+        # FTPS to a printer's storage (files routes): the printer's answer, not the client's input
+        FtpsError: ProblemKind(502, "printer-files-failed", "Printer file transfer failed"),
+        FtpsAuthError: ProblemKind(409, "printer-auth-failed", "Printer refused the access code"),
+        FtpsNotFoundError: ProblemKind(
+            404, "printer-file-not-found", "No such file on the printer"
+        ),
+        FtpsStorageFullError: ProblemKind(507, "printer-storage-full", "Printer storage full"),
     }
 )
 
@@ -260,7 +273,7 @@ def problem_response(
 async def domain_error_handler(request: Request, exc: Exception) -> Response:
     """Answer a domain error (storage, auth, fleet, protocol) from its `MAPPINGS` row."""
     row = mapping_for(exc)
-    if row is _BUG or row.status >= 500:
+    if row.status >= 500:
         if row.status == 500:
             logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
         else:
