@@ -78,13 +78,6 @@ async def _serve_http(services: Services, settings: Settings, console: Console) 
         else None
     )
     server = HttpServer(create_app(services), host=settings.host, port=settings.port, tls=tls)
-    await server.start()
-    # soft_wrap: the URL stays on one line, whatever the console width, to be copied.
-    console.print(
-        f"bambufarm {services.version} serving on {server.url}/ (API docs: {server.url}/api/docs)",
-        soft_wrap=True,
-        highlight=False,
-    )
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -92,13 +85,23 @@ async def _serve_http(services: Services, settings: Settings, console: Console) 
             server.force_stop()
         stop.set()
 
+    # Installed before the URL is printed: a signal sent as soon as the server says where it
+    # listens must stop it gracefully, not interrupt it (exit 130).
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
+        await server.start()
+        # soft_wrap: the URL stays on one line, whatever the console width, to be copied.
+        console.print(
+            f"bambufarm {services.version} serving on {server.url}/ "
+            f"(API docs: {server.url}/api/docs)",
+            soft_wrap=True,
+            highlight=False,
+        )
         await server.run_until(stop)
-    finally:
         console.print("stopping")
+    finally:
         # The handlers stay until the server is down: a second signal cuts the wait short.
         try:
             await server.stop()
