@@ -23,6 +23,7 @@ from bambufarm.auth.bootstrap import ensure_admin
 from bambufarm.auth.passwords import Passwords
 from bambufarm.auth.ratelimit import LoginLimiter
 from bambufarm.auth.sessions import prune_sessions
+from bambufarm.farm.service import Farm
 from bambufarm.settings import Settings
 from bambufarm.storage.db import Database, open_database
 from bambufarm.storage.errors import StorageError
@@ -48,6 +49,7 @@ class Services:
         "_pruner",
         "clock",
         "database",
+        "farm",
         "limiter",
         "metrics",
         "passwords",
@@ -67,6 +69,7 @@ class Services:
         metrics: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = utc_now,
         prune_interval_s: float = PRUNE_INTERVAL_S,
+        farm: Farm | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -77,6 +80,17 @@ class Services:
         # test process must not share (or collide on) their counters.
         self.metrics = metrics if metrics is not None else CollectorRegistry(auto_describe=True)
         self.clock = clock
+        self.farm = (
+            farm
+            if farm is not None
+            else Farm.from_settings(
+                settings,
+                database=database,
+                secret_box=secret_box,
+                registry=self.metrics,
+                wall_clock=clock,
+            )
+        )
         self.version = __version__
         self._prune_interval_s = prune_interval_s
         self._pruner: asyncio.Task[None] | None = None
@@ -98,16 +112,21 @@ class Services:
         """Start background work; idempotent."""
         if self._pruner is None:
             self._pruner = asyncio.create_task(self._prune_forever(), name="prune-sessions")
+            await self.farm.start()
 
     async def stop(self) -> None:
         """Stop background work and close the database; safe to call twice."""
         pruner, self._pruner = self._pruner, None
-        if pruner is not None:
-            pruner.cancel()
-            # The task only ends by this cancellation: its loop logs and survives its errors.
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
-        await self.database.aclose()
+        try:
+            # Printers first: their last events are written while the database is still open.
+            await self.farm.stop()
+        finally:
+            if pruner is not None:
+                pruner.cancel()
+                # The task only ends by this cancellation: its loop logs and survives its errors.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruner
+            await self.database.aclose()
 
     async def prune_sessions_once(self) -> int:
         """Delete expired login sessions now; returns how many went."""

@@ -2,7 +2,8 @@
 
 `settings` and `app` are top-level modules: settings imports nothing of ours; app (the
 composition root that builds the services) imports the layers it builds but never the api
-or the cli; the api imports app (for `Services`) and every layer below it; the cli may
+or the cli; `farm` joins the stored printers to the fleet (storage and fleet, nothing
+above); the api imports app (for `Services`) and every layer below it; the cli may
 import anything, so it has no entry.
 
 `web` is the UI the api serves: its pages use the api's request dependencies (`api.deps`), so
@@ -25,8 +26,10 @@ ALLOWED = {
     "auth": {"storage", "auth"},
     "jobs": {"protocol", "storage", "fleet", "jobs"},
     "settings": set(),
-    "app": {"settings", "storage", "auth", "fleet", "jobs", "filament", "protocol"},
-    "api": {"api", "app", "settings", "auth", "storage", "fleet", "jobs", "filament", "protocol"},
+    "farm": {"settings", "storage", "fleet", "protocol", "farm"},
+    "app": {"settings", "storage", "auth", "fleet", "farm", "jobs", "filament", "protocol"},
+    "api": {"api", "app", "settings", "auth", "storage", "fleet", "farm", "jobs", "filament"}
+    | {"protocol"},
     "web": {"web", "api", "app", "settings", "auth", "storage", "fleet", "jobs", "filament"},
 }
 # Single modules allowed more than their package (see the docstring).

@@ -15,10 +15,22 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 
-from bambufarm.api import api_keys, auth_routes, health, metrics, users
+from bambufarm.api import (
+    api_keys,
+    auth_routes,
+    commands,
+    events_routes,
+    health,
+    metrics,
+    printer_files,
+    printers,
+    users,
+    ws,
+)
 from bambufarm.api.errors import install_error_handlers
 from bambufarm.api.metrics import HttpMetrics, MetricsMiddleware
 from bambufarm.api.schemas import PROBLEM_MEDIA_TYPE
+from bambufarm.api.ws_hub import WsHub
 from bambufarm.app import Services
 from bambufarm.web.routes import web_router
 
@@ -64,10 +76,13 @@ def create_app(services: Services) -> FastAPI:
         max_body_size=MAX_JSON_BODY,
     )
     app.state.services = services
+    app.state.ws_hub = WsHub(services.farm, services.metrics)
     install_error_handlers(app)
     # Added last, so it is the outermost of ours: it also counts the 500s of the crash barrier.
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(services.metrics))
     for module in (health, auth_routes, users, api_keys, metrics):
+        app.include_router(module.router)
+    for module in (printers, commands, printer_files, events_routes, ws):
         app.include_router(module.router)
     app.include_router(web_router())
     return app

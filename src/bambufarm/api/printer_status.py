@@ -286,8 +286,13 @@ _PART_MODELS: Final[Mapping[str, type[_Part]]] = MappingProxyType(
         "firmware": FirmwareOut,
     }
 )
-# The parts a WebSocket update can carry: the fleet's changed-field names we show, plus the link.
-STATUS_PARTS: Final = frozenset({*_PART_MODELS, "lights", "hms", "developer_mode", "connection"})
+# The parts a WebSocket update can carry (the fleet's changed-field names we show, plus the
+# link), in PrinterStatus's field order.
+STATUS_ORDER: Final = (
+    "connection", "job", "temperatures", "fans", "speed", "lights", "ams", "hms", "storage",
+    "network", "nozzle", "camera", "firmware", "developer_mode",
+)  # fmt: skip
+STATUS_PARTS: Final = frozenset(STATUS_ORDER)
 
 
 def part_value(name: str, state: PrinterState, model_name: str = "") -> Any:
@@ -351,6 +356,35 @@ class PartCache:
         data = orjson.dumps(value)
         self._entries[key] = (source, data)
         return data
+
+    def status(self, snapshot: PrinterSnapshot, model_name: str) -> bytes:
+        """A whole `PrinterStatus` as JSON, assembled from the cached parts."""
+        state = snapshot.state
+        pieces = [b'{"serial":', orjson.dumps(snapshot.serial)]
+        for name in STATUS_ORDER:
+            pieces += [b',"', name.encode(), b'":', self.part(snapshot, name, model_name)]
+        pieces += [
+            b',"sequence":', orjson.dumps(state.sequence),
+            b',"report_count":', orjson.dumps(state.report_count), b"}",
+        ]  # fmt: skip
+        return b"".join(pieces)
+
+    def update(self, snapshot: PrinterSnapshot, parts: set[str], model_name: str) -> bytes:
+        """`{"serial", "sequence", "report_count", "parts": {name: part}}` for changed parts."""
+        state = snapshot.state
+        body = b",".join(
+            b'"' + name.encode() + b'":' + self.part(snapshot, name, model_name)
+            for name in STATUS_ORDER
+            if name in parts
+        )
+        return b"".join(
+            (
+                b'{"serial":', orjson.dumps(snapshot.serial),
+                b',"sequence":', orjson.dumps(state.sequence),
+                b',"report_count":', orjson.dumps(state.report_count),
+                b',"parts":{', body, b"}}",
+            )
+        )  # fmt: skip
 
     def forget(self, serial: str) -> None:
         """Drop a removed printer's entries."""
