@@ -167,6 +167,8 @@ class EventRow(Base):
     at: Mapped[datetime] = mapped_column(index=True)
 
 
-# The library, job and history tables live in their own module on this same `Base`; importing
-# it here keeps `Base.metadata` (migrations, the schema test) complete whoever imports first.
-import bambufarm.storage.job_tables  # noqa: E402, F401
+# The library, job and history tables, and the plate state, live in their own modules on this
+# same `Base`; importing them here keeps `Base.metadata` (migrations, the schema test) complete
+# whoever imports first.
+import bambufarm.storage.job_tables  # noqa: E402
+import bambufarm.storage.plates  # noqa: E402, F401
