@@ -1,0 +1,516 @@
+"""`Dispatcher`: matches queued jobs to printers when something changes, then uploads and starts.
+
+Event-driven, not a polling loop. It sleeps until a poke (`Wakeup`): a job added, retried,
+moved or cancelled (the queue), a plate cleared (the gate), a printer online, ready, or with
+new filament (the fleet's events), an attempt ended (the tracker). Then one round:
+
+1. read the dispatchable jobs (queue order), the reservations and the plate gate;
+2. build each printer's `PrinterView` from the fleet's last known state, run the pure
+   `match`, keep every waiting job's reasons per printer (`waiting_reasons`) and write a
+   one-line summary on the job when it changed;
+3. per assignment: claim the job (compare-and-set, a new attempt), then in its own task
+   upload the file (bounded by the fleet's `Uploader`: one transfer per printer, a global
+   limit) unless the printer holds it already, write `starting`, and only then send
+   `project_file` with the attempt's task id;
+4. plan pre-staging: upload the likely next file to printers that are still printing.
+
+Pokes that arrive during a round make one more round; rounds are at least `round_gap_s` apart,
+so a burst of a thousand events costs a few rounds. A slow safety re-check (`recheck_s`, a
+minute) re-reads everything in case an event was lost — it is not how work is found.
+
+What the printers report afterwards is the `Tracker`'s; stage timeouts are the `Watchdog`'s.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from bambufarm.fleet.commands import CommandStatus
+from bambufarm.fleet.connection import ConnectionState
+from bambufarm.fleet.errors import FleetError
+from bambufarm.fleet.events import (
+    ConnectionChanged,
+    Event,
+    PrinterAdded,
+    PrinterRemoved,
+    PrintFailed,
+    PrintFinished,
+    StateChanged,
+    Subscription,
+)
+from bambufarm.fleet.supervisor import Fleet
+from bambufarm.jobs.attempt import Attempt
+from bambufarm.jobs.closing import RetryPolicy
+from bambufarm.jobs.dispatch import Assignment, CandidateReason, JobRequest, PrinterView, match
+from bambufarm.jobs.library import Library
+from bambufarm.jobs.model import DISPATCHABLE, JobState, claim, transition
+from bambufarm.jobs.reconcile import Recovery, recover
+from bambufarm.jobs.staging import Staging
+from bambufarm.jobs.tracker import Tracker
+from bambufarm.jobs.views import job_request, model_of, printer_view, wait_summary
+from bambufarm.jobs.wakeup import Wakeup
+from bambufarm.jobs.watchdog import Stage, StageLimits, Watchdog
+from bambufarm.protocol.errors import ProtocolError
+from bambufarm.protocol.job import BUSY_STATES, GcodeState
+from bambufarm.protocol.models import PrinterModel
+from bambufarm.storage.db import Database
+from bambufarm.storage.errors import StorageError
+from bambufarm.storage.jobs import JobRecord, JobStateConflict, change_state, list_jobs
+from bambufarm.storage.library import BlobRecord, get_blobs
+from bambufarm.storage.paging import MAX_LIMIT
+from bambufarm.storage.plates import list_plates
+
+logger = logging.getLogger(__name__)
+
+_EVENTS = frozenset(
+    {StateChanged, ConnectionChanged, PrintFinished, PrintFailed, PrinterAdded, PrinterRemoved}
+)
+_DISPATCHABLE = frozenset(s.value for s in DISPATCHABLE)
+_HELD = frozenset(
+    s.value for s in (JobState.UPLOADING, JobState.STARTING, JobState.PRINTING, JobState.PAUSED)
+)
+_FILAMENT_PARTS = frozenset({"ams", "nozzle"})
+# A subscription this deep rides out ~1 min of a 1,000-printer fleet's reports while a round
+# or the database stalls; a lost event only delays a decision until the safety re-check.
+_QUEUE_DEPTH = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherOptions:
+    """How the dispatcher behaves; the defaults suit a farm."""
+
+    limits: StageLimits = field(default_factory=StageLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prestage: bool = True
+    prestage_concurrency: int = 2
+    recheck_s: float = 60.0
+    round_gap_s: float = 0.1  # at most 10 rounds a second, whatever the rate of pokes
+    color_tolerance: float = 0.0  # CIE76 ΔE between the file's and the tray's colour
+    max_jobs_per_round: int = MAX_LIMIT  # the head of the queue a round considers
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    """Counters for the bench and the metrics."""
+
+    rounds: int = 0
+    decisions: int = 0  # jobs considered, summed over rounds
+    assignments: int = 0
+    match_cpu_s: float = 0.0  # CPU in building views and matching (no database time)
+    uploads: int = 0
+    upload_bytes: int = 0
+    upload_s: float = 0.0  # summed durations of the transfers
+    starts_sent: int = 0
+    start_sent_at: dict[str, float] = field(default_factory=dict)  # serial -> last send, clock
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    """The queue's engine: matching rounds, uploads and starts, tracking, watchdog, pre-staging."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        fleet: Fleet,
+        library: Library,
+        wakeup: Wakeup,
+        options: DispatcherOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._db = database
+        self._fleet = fleet
+        self._library = library
+        self._wakeup = wakeup
+        self.options = options or DispatcherOptions()
+        self._clock = clock
+        self._wall = wall_clock
+        self.watchdog = Watchdog(clock)
+        self.staging = Staging(
+            fleet=fleet, library=library, concurrency=self.options.prestage_concurrency
+        )
+        self.tracker = Tracker(
+            database=database,
+            fleet=fleet,
+            watchdog=self.watchdog,
+            staging=self.staging,
+            limits=self.options.limits,
+            policy=self.options.retry,
+            wall_clock=wall_clock,
+            on_free=lambda serial: wakeup.poke(f"{serial} free"),
+        )
+        self.stats = DispatchStats()
+        self.recovery: Recovery | None = None
+        self._reasons: Mapping[str, tuple[CandidateReason, ...]] = MappingProxyType({})
+        self._blobs: dict[str, BlobRecord] = {}  # by sha256: content-addressed, never changes
+        self._models: dict[tuple[str, str], PrinterModel] = {}
+        self._ready: dict[str, bool] = {}  # serial -> free at the last report
+        self._ready_since: dict[str, float] = {}
+        self._waiting = False  # the last round left jobs waiting
+        self._subscription: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """True between `start()` and `stop()`."""
+        return self._task is not None
+
+    async def start(self) -> Recovery:
+        """Reconcile jobs a previous process left on printers, then start dispatching."""
+        if self._task is not None:
+            return self.recovery or Recovery((), ())
+        # Subscribed before reconciling, so no report between the two is missed.
+        self._subscription = self._fleet.bus.subscribe(kinds=_EVENTS, maxsize=_QUEUE_DEPTH)
+        self.recovery = await recover(
+            database=self._db, fleet=self._fleet, tracker=self.tracker,
+            watchdog=self.watchdog, limits=self.options.limits, wall_clock=self._wall,
+        )  # fmt: skip
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+        self._wakeup.poke("dispatcher started")
+        return self.recovery
+
+    async def stop(self) -> None:
+        """Stop dispatching; uploads in flight are aborted, printers keep what they print."""
+        task, self._task = self._task, None
+        if self._subscription is not None:
+            self._subscription.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._intake(), name="dispatcher-events")
+                group.create_task(self._rounds(), name="dispatcher-rounds")
+                group.create_task(self._watch(), name="dispatcher-watchdog")
+                group.create_task(self.tracker.follow(), name="dispatcher-tracker")
+        finally:
+            self._group = None
+            await self.staging.aclose()
+
+    # ------------------------------------------------------------------ reading
+
+    def waiting_reasons(self, job_id: int) -> tuple[CandidateReason, ...]:
+        """Why this job waits, one reason per printer, as of the last round (empty if not)."""
+        return self._reasons.get(str(job_id), ())
+
+    def attempt(self, job_id: int) -> Attempt | None:
+        """The live attempt of a job this process runs."""
+        return self.tracker.get(job_id)
+
+    # ------------------------------------------------------------------ loops
+
+    async def _intake(self) -> None:
+        subscription = self._subscription
+        if subscription is None:
+            return
+        async for event in subscription:
+            try:
+                self._on_event(event)
+            except Exception:
+                # The loop's boundary: one odd event must not stop dispatching.
+                logger.exception("dispatcher: event %r not handled", event)
+
+    def _on_event(self, event: Event) -> None:
+        serial = event.serial
+        tracker = self.tracker
+        if isinstance(event, StateChanged):
+            if tracker.holds(serial) is not None:
+                tracker.mark(serial)
+            elif "job" in event.changed or (self._waiting and event.changed & _FILAMENT_PARTS):
+                self._printer_moved(serial, filament=bool(event.changed & _FILAMENT_PARTS))
+        elif isinstance(event, ConnectionChanged):
+            tracker.mark(serial)
+            if event.state == ConnectionState.ONLINE.value:
+                self._wakeup.poke(f"{serial} online")
+        elif isinstance(event, PrintFinished | PrintFailed):
+            if tracker.holds(serial) is None and self._group is not None:
+                state = self._fleet.snapshot(serial).state
+                if not tracker.ours_ended_last(serial, state):
+                    outcome = "finished" if isinstance(event, PrintFinished) else "failed"
+                    self._group.create_task(self._foreign_end(serial, outcome))
+        elif isinstance(event, PrinterAdded):
+            self._wakeup.poke(f"{serial} added")
+        elif isinstance(event, PrinterRemoved):
+            self._ready.pop(serial, None)
+            self._ready_since.pop(serial, None)
+
+    def _printer_moved(self, serial: str, *, filament: bool) -> None:
+        """A printer without our job reported: poke when it became free or its filament moved."""
+        try:
+            state = self._fleet.snapshot(serial).state
+        except FleetError:
+            return
+        gcode = state.job.gcode_state
+        ready = gcode not in BUSY_STATES and gcode is not GcodeState.UNKNOWN
+        was = self._ready.get(serial, False)
+        self._ready[serial] = ready
+        if ready and not was:
+            self._wakeup.poke(f"{serial} ready")
+        elif ready and filament and self._waiting:
+            self._wakeup.poke(f"{serial} filament changed")
+
+    async def _foreign_end(self, serial: str, outcome: str) -> None:
+        try:
+            await self.tracker.foreign_end(serial, outcome)
+        except StorageError as err:
+            logger.warning("%s: plate state not stored: %s", serial, err)
+
+    async def _rounds(self) -> None:
+        last = -math.inf
+        while True:
+            pokes = await self._wakeup.wait(self.options.recheck_s)
+            try:
+                for job_id in sorted(pokes.cancelled):
+                    await self.tracker.cancel(job_id)
+                if pokes.timed_out:
+                    await self.tracker.recheck()
+                gap = last + self.options.round_gap_s - self._clock()
+                if gap > 0:
+                    await asyncio.sleep(gap)  # pokes meanwhile fold into this round
+                last = self._clock()
+                await self._round()
+            except (StorageError, FleetError) as err:
+                logger.warning("dispatch round failed, retried on the next event: %s", err)
+            except Exception:
+                logger.exception("dispatch round failed; retried on the next event")
+
+    async def _watch(self) -> None:
+        while True:
+            for expiry in await self.watchdog.expired():
+                try:
+                    await self.tracker.expire(expiry)
+                except Exception:
+                    logger.exception(
+                        "watchdog: %s of job %d not handled", expiry.stage, expiry.job_id
+                    )
+
+    # ------------------------------------------------------------------ one round
+
+    async def _round(self) -> None:
+        async with self._db.session(readonly=True) as session:
+            queue = await list_jobs(
+                session, states=_DISPATCHABLE, limit=self.options.max_jobs_per_round
+            )
+            if not queue.items and not self._waiting:
+                self._reasons = MappingProxyType({})
+                return
+            held = await list_jobs(session, states=_HELD, limit=MAX_LIMIT)
+            plates = await list_plates(session)
+            missing = {
+                j.file_sha256
+                for j in queue.items
+                if j.file_sha256 is not None and j.file_sha256 not in self._blobs
+            }
+            if missing:
+                self._blobs.update(await get_blobs(session, missing))
+        started = time.process_time()
+        now = self._clock()
+        requests, unusable = self._requests(queue.items)
+        reserved = {j.printer_serial: str(j.id) for j in held.items if j.printer_serial}
+        views = self._views(plates, reserved, now)
+        plan = match(views, requests, now=now)
+        self.stats.match_cpu_s += time.process_time() - started
+        self.stats.rounds += 1
+        self.stats.decisions += len(requests)
+        self._reasons = plan.waiting
+        self._waiting = bool(plan.waiting)
+        jobs = {str(j.id): j for j in queue.items}
+        await self._record_waiting(plan.waiting, unusable, jobs)
+        if plan.assignments:
+            await self._claim(plan.assignments, jobs)
+        if self.options.prestage and self._group is not None:
+            taken = {a.job_id for a in plan.assignments}
+            left = [r for r in requests if r.job_id not in taken]
+            files = {k: j.file_sha256 for k, j in jobs.items() if j.file_sha256 is not None}
+            for serial, sha in self.staging.plan(views, left, files, now=now):
+                self.staging.begin(serial, sha, self._group)
+
+    def _requests(self, records: tuple[JobRecord, ...]) -> tuple[list[JobRequest], dict[str, str]]:
+        requests: list[JobRequest] = []
+        unusable: dict[str, str] = {}
+        tolerance = self.options.color_tolerance
+        for record in records:
+            blob = self._blobs.get(record.file_sha256 or "")
+            if blob is None:
+                unusable[str(record.id)] = "cannot be dispatched: its file is not in the library"
+                continue
+            try:
+                requests.append(job_request(record, blob, color_tolerance=tolerance))
+            except (ProtocolError, ValueError) as err:
+                unusable[str(record.id)] = f"cannot be dispatched: {err}"
+        return requests, unusable
+
+    def _views(
+        self, plates: Mapping[str, object], reserved: dict[str, str], now: float
+    ) -> list[PrinterView]:
+        views: list[PrinterView] = []
+        for snapshot in self._fleet.printers():
+            config = snapshot.config
+            serial = config.serial
+            key = (serial, config.model)
+            model = self._models.get(key)
+            if model is None:
+                try:
+                    model = self._models[key] = model_of(config)
+                except ProtocolError:
+                    continue  # an unknown model cannot be matched; the farm says so elsewhere
+            attempt = self.tracker.holds(serial)
+            holder = str(attempt.job_id) if attempt is not None else reserved.get(serial)
+            plate = plates.get(serial)
+            cleared = True if plate is None else bool(getattr(plate, "cleared", True))
+            view = printer_view(
+                snapshot, model, plate_cleared=cleared, reserved_for=holder,
+                ready_since=self._ready_since.get(serial),
+            )  # fmt: skip
+            free = (
+                holder is None
+                and cleared
+                and view.online
+                and snapshot.state.job.gcode_state not in BUSY_STATES
+            )
+            if free:
+                self._ready_since.setdefault(serial, now)
+            else:
+                self._ready_since.pop(serial, None)
+            views.append(view)
+        return views
+
+    async def _record_waiting(
+        self,
+        waiting: Mapping[str, tuple[CandidateReason, ...]],
+        unusable: Mapping[str, str],
+        jobs: Mapping[str, JobRecord],
+    ) -> None:
+        """Write the summary of each waiting job whose summary changed (few per round)."""
+        changes: list[tuple[JobRecord, str]] = []
+        for job_id, text in (
+            *((k, wait_summary(v)) for k, v in waiting.items()),
+            *unusable.items(),
+        ):
+            record = jobs.get(job_id)
+            if record is not None and (record.state != "waiting" or record.reason != text):
+                changes.append((record, text))
+        if not changes:
+            return
+        async with self._db.session() as session:
+            for record, text in changes:
+                with contextlib.suppress(JobStateConflict):  # claimed or cancelled meanwhile
+                    await change_state(
+                        session, record.id, transition(JobState.WAITING, reason=text),
+                        attempt=record.attempt, now=self._wall(),
+                    )  # fmt: skip
+
+    async def _claim(
+        self, assignments: tuple[Assignment, ...], jobs: Mapping[str, JobRecord]
+    ) -> None:
+        claimed: list[tuple[JobRecord, Assignment]] = []
+        async with self._db.session() as session:
+            for assignment in assignments:
+                try:
+                    record = await change_state(
+                        session, int(assignment.job_id), claim(assignment.serial), now=self._wall()
+                    )
+                except JobStateConflict:
+                    continue  # cancelled, or claimed by another process
+                claimed.append((record, assignment))
+        group = self._group
+        for record, assignment in claimed:
+            blob = self._blobs[record.file_sha256 or ""]
+            attempt = Attempt(
+                job_id=record.id,
+                attempt=record.attempt,
+                serial=assignment.serial,
+                printer=self._fleet.snapshot(assignment.serial).config.label,
+                batch=record.batch,
+                copy_index=record.copy_index,
+                name=record.name,
+                sha256=blob.sha256,
+                size=blob.size,
+                plate=record.plate,
+                filaments=blob.metadata.plate(record.plate).filaments,
+                trays=assignment.trays,
+            )
+            self.tracker.add(attempt)
+            self.stats.assignments += 1
+            self._ready_since.pop(assignment.serial, None)
+            if group is not None:
+                attempt.task = group.create_task(
+                    self._start(attempt), name=f"start-{record.id}-{record.attempt}"
+                )
+
+    # ------------------------------------------------------------------ one start
+
+    async def _start(self, attempt: Attempt) -> None:
+        """Upload (unless the printer has the file), write `starting`, send `project_file`."""
+        serial, label = attempt.serial, attempt.printer
+        try:
+            handle = self._fleet.get(serial)
+            await self.staging.settle(serial, attempt.sha256)
+            if not self.staging.holds(serial, attempt.sha256, handle.state):
+                await self._upload(attempt)
+            if not await self.tracker.starting(attempt):
+                return
+            trays = [-1] * max((c.slot for c in attempt.trays), default=0)
+            for choice in attempt.trays:
+                trays[choice.slot - 1] = choice.tray_id
+            self.stats.starts_sent += 1
+            self.stats.start_sent_at[serial] = self._clock()
+            result = await handle.start_print(
+                attempt.remote, plate=attempt.plate, ams_mapping=trays or None,
+                task_id=attempt.task_id, subtask_name=attempt.name,
+                timeout=self.options.limits.ack_s,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            raise
+        except (FleetError, StorageError, ProtocolError, OSError) as err:
+            await self.tracker.start_failed(attempt, f"{label}: {err}")
+            return
+        except Exception as err:
+            # The task's boundary: a bug must fail this attempt, not the dispatcher.
+            logger.exception("job %d: start on %s failed", attempt.job_id, label)
+            await self.tracker.start_failed(attempt, f"{label}: internal error {err!r}")
+            return
+        if result.ok:
+            attempt.acknowledged = True
+            logger.info("job %d: %s accepted the start", attempt.job_id, label)
+        elif result.status is CommandStatus.REJECTED or not result.sent:
+            await self.tracker.start_failed(attempt, f"{label} refused the start: {result.reason}")
+        else:
+            # Sent, but no clear answer: only the printer's reports can say; the watchdog waits.
+            logger.warning(
+                "job %d: start on %s unconfirmed: %s", attempt.job_id, label, result.reason
+            )
+
+    async def _upload(self, attempt: Attempt) -> None:
+        path = await self._library.local_path(attempt.sha256)
+        limit = self.options.limits.upload_limit(attempt.size)
+        self.watchdog.arm(attempt.job_id, attempt.attempt, Stage.UPLOAD, limit)
+        tracker = self.tracker
+
+        def progress(sent: int, total: int) -> None:
+            tracker.upload_progress(attempt, sent, total)
+
+        result = await self._fleet.get(attempt.serial).upload(path, attempt.remote, progress)
+        if self.watchdog.stage(attempt.job_id) is Stage.UPLOAD:
+            self.watchdog.disarm(attempt.job_id)
+        self.staging.add(attempt.serial, attempt.sha256)
+        self.stats.uploads += 1
+        self.stats.upload_bytes += result.bytes
+        self.stats.upload_s += result.seconds
