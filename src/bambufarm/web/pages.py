@@ -60,8 +60,10 @@ class Shell:
     template: Template
     assets: AssetTable
 
-    def render(self, *, title: str, page: str, main: Html, user: SignedInUser | None) -> str:
-        """The whole HTML document of one page."""
+    def render(
+        self, *, title: str, page: str, main: Html, user: SignedInUser | None, nav: bool = True
+    ) -> str:
+        """The whole HTML document of one page (`nav` False hides the links to other pages)."""
         escape = html.escape
         values = {
             "title": escape(title),
@@ -72,7 +74,7 @@ class Shell:
             "css_url": self.assets.url("style.css"),
             "theme_url": self.assets.url("theme.js"),
             "app_url": self.assets.url("app.js"),
-            "nav": _nav(page) if user else Html(""),
+            "nav": _nav(page) if user and nav else Html(""),
             "account": _account(user) if user else Html(""),
             "main": main,
         }

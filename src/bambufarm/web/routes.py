@@ -93,9 +93,15 @@ def web_router(assets: AssetTable | None = None) -> APIRouter:
             "password-form",
             {"username": principal.username, "forced": principal.must_change_password},
         )
-        return _html(
-            shell.render(title="Change password", page="password", main=form, user=_user(principal))
+        # A forced change leads nowhere else yet: no links to pages that would send it back.
+        page = shell.render(
+            title="Change password",
+            page="password",
+            main=form,
+            user=_user(principal),
+            nav=not principal.must_change_password,
         )
+        return _html(page)
 
     @router.get("/login")
     async def login_page(

@@ -6,8 +6,8 @@ import { api, goToLogin, handleSessionProblem } from "./api.js";
 import { h, replaceChildren, setText } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { PrinterCard } from "./printer-card.js";
-import { CATEGORIES, CATEGORY_LABELS, hasError, printerFromMessage, printerView } from "./printer-model.js";
-import { fetchAllPrinters, liveSubscription, LIVE_PATH } from "./printer-source.js";
+import { CATEGORIES, CATEGORY_LABELS, hasError } from "./printer-model.js";
+import { applyFrame, fetchAllPrinters, fetchPrinter, liveSubscription, LIVE_PATH, PrinterStore } from "./printer-source.js";
 
 const VIEW_KEY = "bf-fleet-view";
 const COUNTED = [
@@ -50,6 +50,8 @@ export class FleetDashboard extends HTMLElement {
     const role = document.body.dataset.role;
     this.canControl = role === "operator" || role === "admin";
     this.cards = new Map();
+    this.store = new PrinterStore();
+    this.fetching = new Set();
     this.filter = { state: "", model: "", errors: false, search: "" };
     this.sort = "state";
     this.resortQueued = false;
@@ -64,8 +66,8 @@ export class FleetDashboard extends HTMLElement {
       if (event.detail === "open" && this.opened) this.load();
       if (event.detail === "open") this.opened = true;
     });
-    this.load();
-    this.feed.start();
+    // The socket opens once the page holds the printers, so its snapshots land on known ones.
+    this.load().finally(() => this.isConnected && this.feed.start());
   }
 
   disconnectedCallback() {
@@ -210,13 +212,10 @@ export class FleetDashboard extends HTMLElement {
     const seen = new Set();
     for (const printer of printers) {
       seen.add(printer.serial);
-      this.upsert(printerView(printer));
+      this.upsert(this.store.setInfo(printer));
     }
-    for (const [serial, card] of this.cards) {
-      if (!seen.has(serial)) {
-        card.remove();
-        this.cards.delete(serial);
-      }
+    for (const serial of this.store.serials()) {
+      if (!seen.has(serial)) this.removePrinter(serial);
     }
     this.refreshModels();
     this.resort();
@@ -236,25 +235,52 @@ export class FleetDashboard extends HTMLElement {
     return card;
   }
 
-  onMessage(message) {
-    if (message?.type === "printer_removed" && message.serial) {
-      this.cards.get(message.serial)?.remove();
-      this.cards.delete(message.serial);
-      this.refreshModels();
-      this.applyFilters();
-      return;
-    }
-    const printer = printerFromMessage(message);
-    if (!printer) return;
-    const isNew = !this.cards.has(printer.serial);
-    const before = this.cards.get(printer.serial)?.view;
-    const view = printerView(printer);
-    const card = this.upsert(view);
-    if (isNew) this.refreshModels();
-    this.filterCard(card);
+  removePrinter(serial) {
+    this.store.remove(serial);
+    this.cards.get(serial)?.remove();
+    this.cards.delete(serial);
+  }
+
+  onMessage(frame) {
+    let membership = false;
+    applyFrame(this.store, frame, {
+      changed: (view) => this.changed(view),
+      unknown: (serial, status) => this.fetchNew(serial, status),
+      removed: (serial) => {
+        this.removePrinter(serial);
+        membership = true;
+      },
+    });
+    if (membership) this.refreshModels();
+    // Once per frame, not per printer: a frame can carry hundreds of printers.
     this.updateCounters();
     this.updateSummary();
-    if (isNew || !before || SORTS[this.sort].compare(before, view) !== 0) this.queueResort();
+  }
+
+  changed(view) {
+    const card = this.cards.get(view.serial);
+    const before = card?.view;
+    this.upsert(view);
+    this.filterCard(this.cards.get(view.serial));
+    if (!before || SORTS[this.sort].compare(before, view) !== 0) this.queueResort();
+  }
+
+  async fetchNew(serial, status) {
+    // A printer added since the list was loaded: its settings come from REST.
+    if (this.fetching.has(serial)) return;
+    this.fetching.add(serial);
+    try {
+      this.store.setInfo(await fetchPrinter(serial));
+      const view = status ? this.store.setStatus(status) : this.store.view(serial);
+      this.changed(view);
+      this.refreshModels();
+      this.updateCounters();
+      this.updateSummary();
+    } catch (err) {
+      handleSessionProblem(err);
+    } finally {
+      this.fetching.delete(serial);
+    }
   }
 
   queueResort() {

@@ -4,16 +4,7 @@
 import { h, replaceChildren, setText } from "./dom.js";
 import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from "./format.js";
 import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
-import { availableActions, CATEGORY_LABELS } from "./printer-model.js";
-
-const CONNECTION_LABELS = {
-  connecting: "Connecting",
-  stale: "Not answering",
-  offline: "Offline",
-  auth_failed: "Access code refused",
-  tls_failed: "Certificate refused",
-  disabled: "Disabled",
-};
+import { availableActions, hasPrintError, printErrorText, stateLabel } from "./printer-model.js";
 
 export class PrinterCard extends HTMLElement {
   /** Draw the card for `view`; `canControl` decides whether control buttons exist at all. */
@@ -117,9 +108,7 @@ export class PrinterCard extends HTMLElement {
     this.dataset.model = view.model;
     setText(this.link, view.name);
     setText(this.modelLine, view.name === view.serial ? view.model : `${view.model} · ${view.serial}`);
-    const connected = view.connection.state === "online" || view.connection.state === "stale";
-    const pillText = connected ? CATEGORY_LABELS[view.category] : CONNECTION_LABELS[view.connection.state] || "Offline";
-    setText(this.pill, pillText);
+    setText(this.pill, stateLabel(view));
     this.pill.className = `pill pill-${view.category}`;
     const showReason = view.connection.state !== "online" && view.connection.reason;
     setText(this.reason, showReason ? view.connection.reason : "");
@@ -146,16 +135,12 @@ export class PrinterCard extends HTMLElement {
     const t = view.temps;
     setTemp(this.temps.nozzle, t.nozzle, t.nozzleTarget);
     setTemp(this.temps.bed, t.bed, t.bedTarget);
-    setTemp(this.temps.chamber, t.chamber, t.chamberTarget);
+    if (view.chamberSensor) setTemp(this.temps.chamber, t.chamber, t.chamberTarget);
+    else setTemp(this.temps.chamber, null, null);
 
     if (!previous || trayKey(previous) !== trayKey(view)) this.drawTrays(view);
 
-    if (this.canControl) {
-      const allowed = availableActions(view);
-      for (const [command, button] of Object.entries(this.buttons)) {
-        button.hidden = !allowed[command] || view.readOnly;
-      }
-    }
+    if (this.canControl) showAllowed(this.buttons, view);
   }
 
   drawBadges(view) {
@@ -165,9 +150,23 @@ export class PrinterCard extends HTMLElement {
         { class: `badge badge-hms-${entry.severity}`, title: entry.text || entry.code, "data-hms": entry.code },
         h("strong", {}, "HMS"),
         h("span", { class: "badge-text" }, entry.text || "Unknown HMS code"),
-        h("code", {}, entry.code),
+        // The decoded text often names the code already; say it once.
+        entry.text.includes(entry.code) ? null : h("code", {}, entry.code),
       ),
     );
+    if (hasPrintError(view)) {
+      badges.push(
+        h(
+          "span",
+          { class: "badge badge-hms-serious", title: `The printer stopped the job with error ${printErrorText(view.job.printError)}` },
+          h("strong", {}, "Error"),
+          h("code", {}, printErrorText(view.job.printError)),
+        ),
+      );
+    }
+    if (view.hmsCount > view.hms.length) {
+      badges.push(h("span", { class: "badge badge-hms-unknown" }, h("strong", {}, "HMS"), `${view.hmsCount} active`));
+    }
     if (view.readOnly) {
       badges.push(
         h("span", {
@@ -184,7 +183,8 @@ export class PrinterCard extends HTMLElement {
     replaceChildren(
       this.trays,
       trays.map((tray) => {
-        const colour = trayColour(tray.color);
+        // An empty slot keeps the colour of its last spool on some firmware: show it empty.
+        const colour = tray.type ? trayColour(tray.color) : null;
         const swatch = h("span", { class: colour ? "swatch" : "swatch swatch-empty", "aria-hidden": "true" });
         if (colour) swatch.style.backgroundColor = colour;
         const where = tray.unit === null ? "External" : `AMS ${tray.unit + 1} slot ${tray.id + 1}`;
@@ -201,6 +201,21 @@ export class PrinterCard extends HTMLElement {
   }
 }
 
+/** Show the buttons the printer's state allows; keep the keyboard focus inside the group. */
+export function showAllowed(buttons, view) {
+  const allowed = availableActions(view);
+  const all = Object.values(buttons);
+  const hadFocus = all.includes(document.activeElement);
+  for (const [command, button] of Object.entries(buttons)) {
+    const hidden = !allowed[command] || view.readOnly;
+    if (button.hidden !== hidden) button.hidden = hidden;
+  }
+  // Pause turns into Resume under the user's finger: follow it rather than drop the focus.
+  if (hadFocus && document.activeElement?.hidden !== false) {
+    all.find((button) => !button.hidden)?.focus();
+  }
+}
+
 function setTemp(dd, value, target) {
   const text = degrees(value);
   const goal = targetDegrees(target);
@@ -211,7 +226,7 @@ function setTemp(dd, value, target) {
 }
 
 function badgeKey(view) {
-  return `${view.readOnly}|${view.hms.map((e) => `${e.code}:${e.severity}:${e.text}`).join(",")}`;
+  return `${view.readOnly}|${view.job.printError}|${view.hmsCount}|${view.hms.map((e) => `${e.code}:${e.severity}:${e.text}`).join(",")}`;
 }
 
 function trayKey(view) {

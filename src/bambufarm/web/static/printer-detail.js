@@ -6,8 +6,9 @@ import { h, replaceChildren, setText } from "./dom.js";
 import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from "./format.js";
 import { LiveFeed } from "./live.js";
 import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
-import { availableActions, CATEGORY_LABELS, commandPath, printerFromMessage, printerView } from "./printer-model.js";
-import { fetchPrinter, liveSubscription, LIVE_PATH } from "./printer-source.js";
+import { showAllowed } from "./printer-card.js";
+import { commandPath, hasPrintError, printErrorText, stateLabel } from "./printer-model.js";
+import { applyFrame, fetchPrinter, fetchStatus, liveSubscription, LIVE_PATH, PrinterStore } from "./printer-source.js";
 
 const SPEEDS = [
   [1, "Silent"],
@@ -24,6 +25,7 @@ export class PrinterDetail extends HTMLElement {
     this.serial = this.getAttribute("serial") || "";
     const role = document.body.dataset.role;
     this.canControl = role === "operator" || role === "admin";
+    this.store = new PrinterStore();
     this.build();
     this.feed = new LiveFeed(LIVE_PATH, () => liveSubscription(this.serial));
     this.opened = false;
@@ -32,12 +34,16 @@ export class PrinterDetail extends HTMLElement {
       if (event.detail === "open") this.opened = true;
     });
     this.feed.addEventListener("message", (event) => {
-      const printer = printerFromMessage(event.detail);
-      if (printer && printer.serial === this.serial) this.show(printerView(printer));
+      applyFrame(this.store, event.detail, {
+        changed: (view) => view.serial === this.serial && this.show(view),
+        // The status came before the printer itself finished loading; load() shows both.
+        unknown: () => {},
+        removed: (serial) => serial === this.serial && this.gone(),
+      });
     });
     this.feed.addEventListener("auth", () => goToLogin());
-    this.load();
-    this.feed.start();
+    // The socket opens once the page holds the printers, so its snapshots land on known ones.
+    this.load().finally(() => this.isConnected && this.feed.start());
   }
 
   disconnectedCallback() {
@@ -45,7 +51,7 @@ export class PrinterDetail extends HTMLElement {
   }
 
   build() {
-    this.title = h("h1", {}, this.serial);
+    this.heading = h("h1", {}, this.serial);
     this.pill = h("span", { class: "pill" });
     this.subtitle = h("span", { class: "card-model" });
     this.badges = h("div", { class: "badges" });
@@ -57,7 +63,7 @@ export class PrinterDetail extends HTMLElement {
     this.ams = h("div", {});
     this.hms = h("div", {});
     const panels = [
-      h("section", { class: "panel", "aria-labelledby": "status-title" }, h("h2", { id: "status-title" }, "Status"), this.bar, h("div", { class: "spacer" }), this.facts),
+      h("section", { class: "panel", "aria-labelledby": "status-title" }, h("h2", { id: "status-title" }, "Status"), this.bar, this.facts),
       h("section", { class: "panel", "aria-labelledby": "temps-title" }, h("h2", { id: "temps-title" }, "Temperatures"), this.temps),
     ];
     if (this.canControl) panels.push(this.buildControls());
@@ -68,7 +74,7 @@ export class PrinterDetail extends HTMLElement {
     replaceChildren(
       this,
       h("p", {}, h("a", { href: "/" }, "← Fleet")),
-      h("div", { class: "detail-head" }, this.title, this.pill, this.subtitle),
+      h("div", { class: "detail-head" }, this.heading, this.pill, this.subtitle),
       this.badges,
       this.message,
       h("div", { class: "detail-grid" }, panels),
@@ -140,9 +146,17 @@ export class PrinterDetail extends HTMLElement {
     }
   }
 
+  gone() {
+    this.message.textContent = `${this.view?.name || this.serial} was removed from the farm.`;
+    this.message.hidden = false;
+    this.feed.stop();
+  }
+
   async load() {
     try {
-      this.show(printerView(await fetchPrinter(this.serial)));
+      const [info, status] = await Promise.all([fetchPrinter(this.serial), fetchStatus(this.serial)]);
+      this.store.setInfo(info);
+      this.show(this.store.setStatus(status));
       this.message.hidden = true;
     } catch (err) {
       if (handleSessionProblem(err)) return;
@@ -154,8 +168,8 @@ export class PrinterDetail extends HTMLElement {
   show(view) {
     this.view = view;
     document.title = `${view.name} · bambufarm`;
-    setText(this.title, view.name);
-    setText(this.pill, view.connection.state === "online" || view.connection.state === "stale" ? CATEGORY_LABELS[view.category] : view.connection.state.replace("_", " "));
+    setText(this.heading, view.name);
+    setText(this.pill, stateLabel(view));
     this.pill.className = `pill pill-${view.category}`;
     setText(this.subtitle, `${view.model} · ${view.serial}`);
     replaceChildren(
@@ -169,20 +183,21 @@ export class PrinterDetail extends HTMLElement {
     this.bar.setAttribute("aria-valuenow", String(job.progress ?? 0));
     const active = view.category === "printing" || view.category === "paused";
     const rows = [
-      ["Connection", view.connection.reason ? `${view.connection.state} — ${view.connection.reason}` : view.connection.state],
-      ["Printer state", view.gcodeState],
-      ["Job", job.name || "No job"],
-      ["Progress", percent(job.progress) || "—"],
-      ["Layer", job.layer !== null && job.totalLayers ? `${job.layer} of ${job.totalLayers}` : "—"],
-      ["Time left", active ? duration(job.remainingMinutes) || "—" : "—"],
-      ["Finishes at", view.category === "printing" ? etaClock(job.remainingMinutes) || "—" : "—"],
+      ["connection", "Connection", view.connection.reason ? `${view.connection.state} — ${view.connection.reason}` : view.connection.state],
+      ["state", "Printer state", view.gcodeState],
+      ["error", "Print error", hasPrintError(view) ? printErrorText(view.job.printError) : "None"],
+      ["job", "Job", job.name || "No job"],
+      ["progress", "Progress", percent(job.progress) || "—"],
+      ["layer", "Layer", job.layer !== null && job.totalLayers ? `${job.layer} of ${job.totalLayers}` : "—"],
+      ["remaining", "Time left", active ? duration(job.remainingMinutes) || "—" : "—"],
+      ["eta", "Finishes at", view.category === "printing" ? etaClock(job.remainingMinutes) || "—" : "—"],
     ];
-    replaceChildren(this.facts, rows.map(([label, value]) => [h("dt", {}, label), h("dd", {}, value)]));
+    replaceChildren(this.facts, rows.map(([key, label, value]) => [h("dt", {}, label), h("dd", { "data-field": key }, value)]));
 
     const t = view.temps;
     replaceChildren(
       this.temps,
-      [["Nozzle", t.nozzle, t.nozzleTarget], ["Bed", t.bed, t.bedTarget], ["Chamber", t.chamber, t.chamberTarget]].map(
+      [["Nozzle", t.nozzle, t.nozzleTarget], ["Bed", t.bed, t.bedTarget], ["Chamber", view.chamberSensor ? t.chamber : null, view.chamberSensor ? t.chamberTarget : null]].map(
         ([label, value, target]) => h("div", {}, h("dt", {}, label), h("dd", {}, degrees(value), h("span", { class: "target" }, targetDegrees(target)))),
       ),
     );
@@ -191,8 +206,7 @@ export class PrinterDetail extends HTMLElement {
     this.showHms(view);
 
     if (this.canControl) {
-      const allowed = availableActions(view);
-      for (const [command, button] of Object.entries(this.jobButtons)) button.hidden = !allowed[command] || view.readOnly;
+      showAllowed(this.jobButtons, view);
       const light = view.lights.chamber_light;
       this.lightButton.setAttribute("aria-pressed", String(light === "on"));
       setText(this.lightButton, light === "on" ? "Chamber light: on" : "Chamber light: off");
@@ -210,7 +224,7 @@ export class PrinterDetail extends HTMLElement {
           "tbody",
           {},
           trays.map((tray) => {
-            const colour = trayColour(tray.color);
+            const colour = tray.type ? trayColour(tray.color) : null;
             const swatch = h("span", { class: colour ? "swatch" : "swatch swatch-empty", role: "img", "aria-label": colour ? `colour ${colour}` : "no spool" });
             if (colour) swatch.style.backgroundColor = colour;
             const active = tray.global === view.ams.trayNow;
@@ -220,7 +234,7 @@ export class PrinterDetail extends HTMLElement {
               h("td", {}, tray.unit === null ? "External" : `${tray.id + 1}${active ? " (in use)" : ""}`),
               h("td", {}, swatch),
               h("td", {}, tray.type || "Empty"),
-              h("td", {}, percent(tray.remain) || "—"),
+              h("td", {}, tray.type ? percent(tray.remain) || "—" : "—"),
             );
           }),
         ),

@@ -6,6 +6,13 @@
 const CONNECTED = new Set(["online", "stale"]);
 const PRINTING_STATES = new Set(["RUNNING", "PREPARE", "SLICING", "INIT"]);
 const SEVERE_HMS = new Set(["fatal", "serious"]);
+// print_error 0x0300400C: the printer's "task was cancelled" after a stop on purpose — shown
+// for a few seconds (protocol.md §1.5.9), not a fault.
+export const PRINT_ERROR_CANCELLED = 0x0300400c;
+
+// Models with a chamber thermometer; the others report a fixed placeholder (5 °C) in
+// chamber_temper (protocol.md §1.5.2), which must not read as a cold chamber.
+const CHAMBER_SENSOR_MODELS = /^(X1|H2|X2)/i;
 
 export const CATEGORIES = ["printing", "paused", "idle", "error", "offline"];
 export const CATEGORY_LABELS = {
@@ -16,29 +23,36 @@ export const CATEGORY_LABELS = {
   offline: "Offline",
 };
 
-/** The view model of one printer from its API representation. */
-export function printerView(printer) {
-  const status = printer.status || {};
-  const job = status.job || {};
-  const temps = status.temperatures || {};
-  const ams = status.ams || {};
-  const hms = (status.hms || []).map((entry) => ({
+/**
+ * The view model of one printer from what the API said about it: `info` is the printer of
+ * GET /api/v1/printers (settings, link, job and temperatures at a glance) and `status` its
+ * PrinterStatus (GET .../status, or the WebSocket's full status plus later parts), which may
+ * still be missing; its parts win over the summary when present.
+ */
+export function printerView(info, status = null) {
+  const live = status || {};
+  const job = live.job || info.job || {};
+  const temps = live.temperatures || info.temperatures || {};
+  const ams = live.ams || {};
+  const connection = live.connection || info.connection || {};
+  const developerMode = "developer_mode" in live ? live.developer_mode : info.developer_mode;
+  const hms = (live.hms || []).map((entry) => ({
     code: entry.code || "",
     severity: entry.severity || "unknown",
-    text: entry.text || entry.description || "",
-    url: entry.url || entry.wiki_url || "",
+    text: entry.summary || "",
+    url: entry.wiki_url || "",
   }));
-  const connection = printer.connection || {};
   const view = {
-    serial: printer.serial,
-    name: printer.name || printer.serial,
-    model: printer.model || "",
-    enabled: printer.enabled !== false,
+    serial: info.serial,
+    name: info.name || info.serial,
+    model: info.model_name || info.model || "",
+    enabled: info.enabled !== false,
     connection: { state: connection.state || "offline", reason: connection.reason || "" },
-    readOnly: status.read_only === true || printer.read_only === true,
+    // false: the printer takes only signed commands (Developer Mode off); null: it does not say.
+    readOnly: developerMode === false,
     gcodeState: job.gcode_state || "UNKNOWN",
     job: {
-      name: job.subtask_name || job.name || job.file || "",
+      name: job.subtask_name || job.file || "",
       progress: numberOrNull(job.progress),
       layer: numberOrNull(job.layer),
       totalLayers: numberOrNull(job.total_layers),
@@ -63,9 +77,12 @@ export function printerView(printer) {
       external: (ams.external || []).map((tray) => trayView(tray, null)),
       trayNow: numberOrNull(ams.tray_now),
     },
+    // Before the full status arrives only the count is known.
+    chamberSensor: CHAMBER_SENSOR_MODELS.test(info.model_name || ""),
     hms,
-    lights: status.lights || {},
-    speedLevel: numberOrNull(status.speed?.level),
+    hmsCount: "hms" in live ? hms.length : info.hms_count || 0,
+    lights: live.lights || {},
+    speedLevel: numberOrNull(live.speed?.level),
   };
   view.category = categoryOf(view);
   return view;
@@ -87,12 +104,22 @@ function numberOrNull(value) {
   return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
 
-/** True when the printer needs a person: a severe HMS, a print error, a failed job or link. */
+/** A print_error as printers show it: 50348044 → "0300_400C". */
+export function printErrorText(value) {
+  const hex = (value >>> 0).toString(16).toUpperCase().padStart(8, "0");
+  return `${hex.slice(0, 4)}_${hex.slice(4)}`;
+}
+
+/** True when the job ended or stopped for a fault (not a stop on purpose). */
+export function hasPrintError(view) {
+  return view.job.printError !== 0 && view.job.printError !== PRINT_ERROR_CANCELLED;
+}
+
+/** True when the printer needs a person: a severe HMS, a print fault, a refused link. */
 export function hasError(view) {
   return (
     view.hms.some((entry) => SEVERE_HMS.has(entry.severity)) ||
-    view.job.printError !== 0 ||
-    view.gcodeState === "FAILED" ||
+    hasPrintError(view) ||
     view.connection.state === "auth_failed" ||
     view.connection.state === "tls_failed"
   );
@@ -106,6 +133,25 @@ export function categoryOf(view) {
   if (view.gcodeState === "PAUSE") return "paused";
   if (PRINTING_STATES.has(view.gcodeState)) return "printing";
   return "idle";
+}
+
+const CONNECTION_LABELS = {
+  connecting: "Connecting",
+  stale: "Not answering",
+  offline: "Offline",
+  auth_failed: "Access code refused",
+  tls_failed: "Certificate refused",
+  disabled: "Disabled",
+};
+const IDLE_LABELS = { FINISH: "Finished", FAILED: "Stopped" };
+
+/** The short state a person reads on the card: "Printing", "Finished", "Access code refused"… */
+export function stateLabel(view) {
+  if (!CONNECTED.has(view.connection.state)) return CONNECTION_LABELS[view.connection.state] || "Offline";
+  if (view.category === "printing" && view.gcodeState === "PREPARE") return "Preparing";
+  if (view.category === "idle") return IDLE_LABELS[view.gcodeState] || "Idle";
+  if (view.category === "error" && view.gcodeState === "FAILED") return "Failed";
+  return CATEGORY_LABELS[view.category];
 }
 
 /** Which of pause / resume / stop make sense now (the printer has the last word). */
@@ -122,12 +168,4 @@ export function availableActions(view) {
 /** The REST path of a printer command. */
 export function commandPath(serial, command) {
   return `/api/v1/printers/${encodeURIComponent(serial)}/${command}`;
-}
-
-/** The serial and new API representation carried by a WebSocket message, or null. */
-export function printerFromMessage(message) {
-  if (message && typeof message === "object" && message.printer && message.printer.serial) {
-    return message.printer;
-  }
-  return null;
 }
