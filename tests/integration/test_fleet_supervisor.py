@@ -342,6 +342,35 @@ async def test_a_printer_backing_off_sleeps_between_attempts(
         assert cpu < 0.5, f"backing off burned {cpu:.2f} s of CPU in 1.5 s"
 
 
+async def test_a_bug_in_one_session_is_logged_and_retried_without_ending_the_fleet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_fleet(tmp_path, count=2) as (_sim, manifest):
+        sick, healthy = (p.serial for p in manifest.printers)
+        async with supervised(manifest, printers=()) as (fleet, log):
+            fleet.add(printer_config(manifest.printers[1]))
+            fleet.add(printer_config(manifest.printers[0]), enabled=False)
+            session = fleet.session(sick)
+            real_run = session.run
+            calls: list[int] = []
+
+            async def broken_once() -> None:
+                calls.append(1)
+                if len(calls) == 1:
+                    raise RuntimeError("a bug in the session")
+                await real_run()
+
+            # The session's public entry point, replaced on this one instance: the fleet
+            # must treat whatever escapes it as this printer's trouble only.
+            session.run = broken_once  # type: ignore[method-assign]
+            await fleet.enable(sick)
+            await log.until_state([sick, healthy], ONLINE)
+            assert log.states(sick) == ["disabled", "offline", "online"]
+            assert log.states(healthy) == ["connecting", "online"]
+            assert "session failed unexpectedly" in caplog.text
+            assert "a bug in the session" in caplog.text
+
+
 async def test_connect_concurrency_of_one_still_brings_everyone_online(tmp_path: Path) -> None:
     one = SupervisionOptions(connect_concurrency=1, backoff_base=0.05, close_timeout=2.0)
     async with (
