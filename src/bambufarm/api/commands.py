@@ -21,7 +21,6 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bambufarm.api.deps import CanControl, CanManagePrinters, ServicesDep
-from bambufarm.api.errors import BadRequest
 from bambufarm.api.printer_schemas import SERIAL_PATTERN, CommandOutcome, command_outcome
 from bambufarm.api.schemas import Problem, problem_responses
 from bambufarm.app import Services
@@ -29,6 +28,7 @@ from bambufarm.auth.roles import Principal
 from bambufarm.fleet.commands import CommandResult
 from bambufarm.fleet.handle import PrinterHandle
 from bambufarm.protocol.commands import GCODE_LINE_MAX, Fan, LightNode, SpeedLevel
+from bambufarm.protocol.errors import CommandError
 
 router = APIRouter(
     prefix="/api/v1/printers/{serial}",
@@ -198,7 +198,9 @@ async def temperature_route(
     """Set the nozzle's, the bed's or the chamber's target temperature."""
     limits = {"nozzle": MAX_NOZZLE_C, "bed": MAX_BED_C, "chamber": MAX_CHAMBER_C}
     if body.target > limits[body.heater]:
-        raise BadRequest(f"{body.heater} target {body.target} °C is above {limits[body.heater]} °C")
+        raise CommandError(
+            f"{body.heater} target {body.target} °C is above {limits[body.heater]} °C"
+        )
     details: dict[str, Any] = {"heater": body.heater, "target": body.target}
     if body.extruder is not None:
         details["extruder"] = body.extruder
