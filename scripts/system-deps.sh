@@ -12,6 +12,7 @@ needed=(
   "mosquitto_sub mosquitto-clients"
   "vsftpd vsftpd"
   "pg_ctlcluster postgresql"
+  "chromium chromium"
 )
 
 missing_pkgs=()

@@ -92,8 +92,10 @@ class Pages:
         *,
         viewport: dict[str, int] = DESKTOP,
         sign_in: tuple[str, str] | None = None,
+        prepare: Callable[[Page], Awaitable[None]] | None = None,
     ) -> Page:
-        """A page at `path` (signed in first as (username, password) when given)."""
+        """A page at `path`, signed in first as (username, password) when given, after
+        `prepare(page)` (e.g. routes) when given."""
         context = await self.browser.new_context(
             base_url=base_url, viewport=viewport, color_scheme="light", locale="en-GB"
         )
@@ -116,6 +118,8 @@ class Pages:
 
         page.on("console", on_console)
         page.on("pageerror", lambda error: self.problems.append(f"uncaught: {error}"))
+        if prepare is not None:
+            await prepare(page)
         await page.goto(path)
         return page
 
@@ -190,6 +194,8 @@ class DemoFarm:
 DEMO_TIME_SCALE = 30.0
 DEMO_MODELS = ("X1C", "P1S", "P1P", "A1", "A1 mini")
 ADMIN, OPERATOR, VIEWER = "ada", "olga", "vera"
+# The P1P (idle in the demo) has Developer Mode off: it reports, but refuses LAN commands.
+SECURED = 2
 
 
 @pytest.fixture
@@ -197,7 +203,11 @@ async def demo(tmp_path: Path) -> AsyncIterator[DemoFarm]:
     """Simulated printers on loopback, imported into the server; the demo prints started."""
     async with (
         running_fleet(
-            tmp_path / "sim", models=DEMO_MODELS, time_scale=DEMO_TIME_SCALE, tick_interval=0.5
+            tmp_path / "sim",
+            models=DEMO_MODELS,
+            time_scale=DEMO_TIME_SCALE,
+            tick_interval=0.5,
+            overrides={SECURED: {"quirks": {"secured": True}}},
         ) as (fleet, manifest),
         running_api(f"sqlite+aiosqlite:///{tmp_path / 'bambufarm.db'}", tmp_path / "data") as api,
     ):

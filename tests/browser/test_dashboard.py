@@ -2,13 +2,14 @@
 
 import re
 
-from playwright.async_api import Locator, Page, Request, expect
+from playwright.async_api import Locator, Page, Request, WebSocketRoute, expect
 
 from tests.browser.conftest import (
     ADMIN,
     DEMO_MODELS,
     OPERATOR,
     PHONE,
+    SECURED,
     VIEWER,
     DemoFarm,
     Pages,
@@ -84,6 +85,9 @@ async def test_the_demo_fleet_updates_live(
     await expect(badge).to_contain_text("AMS 1 slot 2")
     await expect(badge).to_have_attribute("data-hms", "0700_0100_0003_0001")
     await expect(badge).to_contain_text("0700_0100_0003_0001")
+    # Developer Mode off: marked read-only, and no controls offered for it.
+    secured = _card(page, demo.fleet.nodes[SECURED].spec.identity.serial)
+    await expect(secured.locator(".badge-readonly")).to_have_text("Read-only")
     await screenshot(page, "desktop")
 
     await page.set_viewport_size(PHONE)
@@ -280,3 +284,60 @@ async def test_the_dark_theme_is_chosen_and_remembered(
     )
     await _wait_printing(_card(page, demo.serial_of(demo.printing[0])))
     await screenshot(page, "dark")
+
+
+async def test_a_printer_that_drops_off_shows_offline_with_the_reason(
+    pages: Pages, demo: DemoFarm, screenshot: Screenshot
+) -> None:
+    page = await _dashboard(pages, demo, OPERATOR)
+    node = demo.fleet.nodes[SECURED]
+    card = _card(page, node.spec.identity.serial)
+    await expect(card.locator(".pill")).to_have_text("Idle")
+    await node.close()
+    await expect(card.locator(".pill")).to_have_text(re.compile("Offline|Connecting"))
+    await expect(card).to_have_attribute("data-category", "offline")
+    await expect(card.locator(".conn-reason")).to_be_visible()
+    await expect(card.locator(".conn-reason")).to_have_text(re.compile(r"\S"))
+    counters = page.get_by_role("list", name="Printers by state")
+    await expect(counters.locator('[data-kind="offline"] strong')).to_have_text("1")
+    await page.locator('.counter[data-kind="offline"]').click()
+    await expect(page.locator("printer-card:visible")).to_have_count(1)
+    await screenshot(page, "offline")
+
+
+async def test_a_dropped_live_connection_comes_back_and_catches_up(
+    pages: Pages, demo: DemoFarm
+) -> None:
+    sockets: list[WebSocketRoute] = []
+    list_loads: list[str] = []
+
+    def proxy(socket: WebSocketRoute) -> None:
+        # Playwright stands between page and server, so the test can cut the line.
+        socket.connect_to_server()
+        sockets.append(socket)
+
+    async def prepare(page: Page) -> None:
+        await page.route_web_socket(re.compile(r"/api/v1/ws$"), proxy)
+        page.on(
+            "request",
+            lambda r: list_loads.append(r.url) if "/api/v1/printers?" in r.url else None,
+        )
+
+    page = await pages.open(demo.api.url, "/", sign_in=(OPERATOR, PASSWORD), prepare=prepare)
+    live = page.locator(".live-state")
+    await expect(live).to_have_text("Live")
+    assert len(sockets) == 1
+    assert len(list_loads) == 1
+    card = _card(page, demo.serial_of(demo.printing[0]))
+    await _wait_printing(card)
+
+    # Back within the first backoff step (0.5-1 s), with the list loaded again for what it
+    # may have missed, and updates flowing on the new socket.
+    async with page.expect_request(lambda r: "/api/v1/printers?" in r.url):
+        await sockets[0].close(code=1001, reason="test drops the line")
+    await expect(live).to_have_text("Live")
+    assert len(sockets) == 2
+    assert len(list_loads) == 2
+    progress = card.locator('[data-field="progress"]')
+    before = await progress.text_content()
+    await expect(progress).not_to_have_text(before or "")
