@@ -13,6 +13,9 @@ The API's own errors, for what only the HTTP layer decides:
     ├── WrongPassword            the current password given to change it is wrong
     └── Conflict                 it would leave the farm in a bad state (e.g. no admin left)
 
+The job package's own `ValueError`s (`IllegalTransition`, `DispatchInputError`) are mapped
+here too: a move the job state machine forbids is a 409, a target that cannot be matched a 422.
+
 Infrastructure errors (database down, disk full) keep their full message in the server log
 and give the client a short one: an anonymous caller of /auth/login need not learn the
 database's path. Anything without a row is a bug: logged with its traceback, answered 500
@@ -58,6 +61,10 @@ from bambufarm.fleet.errors import (
     UnknownPrinter,
     UploadFailed,
 )
+from bambufarm.jobs.dispatch import DispatchInputError
+from bambufarm.jobs.history import DuplicatePrint, PrintAlreadyEnded
+from bambufarm.jobs.library import LibraryDiskError, UploadTooLarge
+from bambufarm.jobs.model import IllegalTransition
 from bambufarm.protocol.errors import (
     CommandError,
     NotSlicedError,
@@ -82,6 +89,8 @@ from bambufarm.storage.errors import (
     StorageNotWritable,
     StorageUnavailable,
 )
+from bambufarm.storage.jobs import JobStateConflict
+from bambufarm.storage.library import DuplicateFileName, FileInUse
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +219,25 @@ MAPPINGS: Final[Mapping[type[Exception], ProblemKind]] = MappingProxyType(
             404, "printer-file-not-found", "No such file on the printer"
         ),
         FtpsStorageFullError: ProblemKind(507, "printer-storage-full", "Printer storage full"),
+        # library: a refused file says why (not sliced, unsafe, corrupt: above; no known model is
+        # a ModelError, whose message names the model)
+        UploadTooLarge: ProblemKind(413, "upload-too-large", "File too large"),
+        DuplicateFileName: ProblemKind(409, "duplicate-file-name", "File name taken"),
+        FileInUse: ProblemKind(409, "file-in-use", "File in use"),
+        # The message names the library's directory: for the operator's log only.
+        LibraryDiskError: ProblemKind(
+            507,
+            "library-storage",
+            "Library storage failed",
+            "the print library cannot store or read files; the server log has the details "
+            "for its administrator",
+        ),
+        # jobs: a change the job's state does not allow right now (nothing was changed)
+        JobStateConflict: ProblemKind(409, "job-state-conflict", "Job state conflict"),
+        IllegalTransition: ProblemKind(409, "illegal-transition", "Not allowed in this state"),
+        DispatchInputError: ProblemKind(422, "invalid-target", "Invalid job target"),
+        DuplicatePrint: ProblemKind(409, "duplicate-print", "Print already recorded"),
+        PrintAlreadyEnded: ProblemKind(409, "print-already-ended", "Print already ended"),
     }
 )
 
@@ -382,7 +410,8 @@ class CrashBarrier:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the problem handlers and the crash barrier on `app`."""
-    for root in (ApiError, StorageError, AuthError, FleetError, ProtocolError):
+    roots = (ApiError, StorageError, AuthError, FleetError, ProtocolError)
+    for root in (*roots, IllegalTransition, DispatchInputError):
         app.add_exception_handler(root, domain_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
