@@ -306,7 +306,7 @@ async def test_a_printer_that_drops_off_shows_offline_with_the_reason(
 
 
 async def test_a_dropped_live_connection_comes_back_and_catches_up(
-    pages: Pages, demo: DemoFarm
+    pages: Pages, demo: DemoFarm, screenshot: Screenshot
 ) -> None:
     sockets: list[WebSocketRoute] = []
     list_loads: list[str] = []
@@ -341,3 +341,4 @@ async def test_a_dropped_live_connection_comes_back_and_catches_up(
     progress = card.locator('[data-field="progress"]')
     before = await progress.text_content()
     await expect(progress).not_to_have_text(before or "")
+    await screenshot(page, "reconnected")

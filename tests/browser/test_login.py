@@ -58,12 +58,13 @@ async def test_too_many_wrong_logins_say_when_to_try_again(
 
 
 async def test_empty_fields_are_named_before_anything_is_sent(
-    ui: RunningApi, open_page: OpenPage
+    ui: RunningApi, open_page: OpenPage, screenshot: Screenshot
 ) -> None:
     page = await open_page("/login")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("alert")).to_have_text("Enter your username and password.")
     await expect(page.get_by_label("Username")).to_be_focused()
+    await screenshot(page, "empty")
 
 
 async def test_first_sign_in_forces_the_admin_to_choose_a_password(
@@ -103,11 +104,16 @@ async def test_first_sign_in_forces_the_admin_to_choose_a_password(
     assert refused.status_code == 401
 
 
-async def test_sign_out_ends_the_session(ui: RunningApi, open_page: OpenPage) -> None:
+async def test_sign_out_ends_the_session(
+    ui: RunningApi, open_page: OpenPage, screenshot: Screenshot
+) -> None:
     await ui.add_user("olga", Role.OPERATOR)
     page = await open_page("/login")
     await _sign_in(page, "olga", PASSWORD)
     await expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+    # No printers yet: the page says so and how they get there.
+    await expect(page.locator(".empty")).to_contain_text("No printers yet")
+    await screenshot(page, "empty-fleet")
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(f"{ui.url}/login")
     me = await page.request.get("/api/v1/auth/me")

@@ -360,7 +360,7 @@ export class FleetDashboard extends HTMLElement {
     this.empty.hidden = shown > 0;
     setText(
       this.empty,
-      total === 0 ? "No printers yet. An admin adds them under Settings, or with `bambufarm printers add`." : "No printer matches these filters.",
+      total === 0 ? "No printers yet. An admin adds them through the API (POST /api/v1/printers, described at /api/docs)." : "No printer matches these filters.",
     );
   }
 }

@@ -117,7 +117,6 @@ export class PrinterCard extends HTMLElement {
     if (!previous || badgeKey(previous) !== badgeKey(view)) this.drawBadges(view);
 
     const job = view.job;
-    const active = view.category === "printing" || view.category === "paused" || job.progress !== null && job.progress > 0 && view.gcodeState !== "IDLE";
     setText(this.jobName, job.name || "No job");
     this.jobName.classList.toggle("job-none", !job.name);
     this.jobName.title = job.name || "";
@@ -130,7 +129,6 @@ export class PrinterCard extends HTMLElement {
     const printing = view.category === "printing" || view.category === "paused";
     setText(this.meta.remaining, printing ? duration(job.remainingMinutes) || "—" : "—");
     setText(this.meta.eta, view.category === "printing" ? etaClock(job.remainingMinutes) || "—" : "—");
-    this.querySelector(".card-job").dataset.active = String(active);
 
     const t = view.temps;
     setTemp(this.temps.nozzle, t.nozzle, t.nozzleTarget);
