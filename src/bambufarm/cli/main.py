@@ -5,7 +5,7 @@ import logging
 import typer
 
 from bambufarm import __version__
-from bambufarm.cli import admin, serve, sim
+from bambufarm.cli import admin, printers, serve, sim
 from bambufarm.runtime import tune_asyncio_tls
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 serve.register(app)
 admin.register(app)
 sim.register(app)
+printers.register(app)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`bambufarm sim` and `bambufarm demo`: run a simulated fleet until interrupted."""
+"""`bambufarm sim` (a simulated fleet until interrupted) and `bambufarm demo` (the server and a
+simulated fleet together, see cli/demo.py)."""
 
 import asyncio
 import contextlib
@@ -11,6 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bambufarm.cli.demo import DemoOptions
+from bambufarm.cli.demo import run as run_demo
+from bambufarm.settings import SettingsError
 from bambufarm.simulator.demo import start_demo_jobs
 from bambufarm.simulator.fleet import Addressing, SimFleet
 from bambufarm.simulator.manifest import Manifest
@@ -22,6 +26,7 @@ from bambufarm.simulator.scenario import (
     load_scenario,
     mixed_fleet,
 )
+from bambufarm.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -188,23 +193,40 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
             "data/demo"
         ),
-        printers: Annotated[int, typer.Option(help="Number of simulated printers.")] = 6,
+        printers: Annotated[
+            int, typer.Option(min=1, max=1000, help="Number of simulated printers.")
+        ] = 6,
         manifest: Annotated[Path | None, typer.Option(help="Write the manifest JSON here.")] = Path(
             "data/demo/sim.json"
         ),
+        host: Annotated[str, typer.Option(help="Address the server listens on.")] = "127.0.0.1",
+        port: Annotated[
+            int, typer.Option(min=0, max=65535, help="Server port (0 picks a free one).")
+        ] = 8888,
+        time_scale: Annotated[
+            float, typer.Option(min=0.1, help="Simulated seconds per real second.")
+        ] = 30.0,
     ) -> None:
-        """The demo: a mixed simulated fleet, some printers printing (time runs 30x)."""
+        """The demo: the server and a mixed simulated fleet (some printing), imported and live."""
         with contextlib.suppress(FileExistsError):
             data_dir.mkdir(parents=True)
-        _launch(
+        options = DemoOptions(
+            data_dir=data_dir.resolve(),
             printers=printers,
-            models=None,
-            scenario=None,
-            data_dir=data_dir,
-            ports="auto",
-            first_address="127.0.0.1",
-            time_scale=30.0,
+            host=host,
+            port=port,
+            time_scale=time_scale,
             manifest=manifest,
-            ssdp_targets=["127.0.0.1:2021"],
-            demo_jobs=True,
         )
+        try:
+            run_demo(options)
+        except (ScenarioError, SettingsError, StorageError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as err:
+            typer.echo(
+                f"error: cannot serve the demo on {host}:{port}: {err}; another server may be "
+                "running there (try --port 0 to pick a free port)",
+                err=True,
+            )
+            raise typer.Exit(1) from None

@@ -71,8 +71,10 @@ async def probe_printer(
     with tempfile.TemporaryDirectory(prefix="bambufarm-probe-") as scratch:
         pins = _probe_pins(policy, config.serial, Path(scratch))
         bus = EventBus()
+        # The session's log lines name it as a test, not as the printer coming online.
+        label = f"{config.name or 'printer'}, connection test"
         session = PrinterSession(
-            session_options.session_config(config),
+            session_options.session_config(replace(config, name=label)),
             bus=bus,
             tls_policy=policy,
             pins=pins,
