@@ -192,7 +192,9 @@ class DemoFarm:
 # The demo's first print is an hour of printer time; at 30x it takes two minutes, so progress
 # moves about 1 % every 1.2 s: visibly live within a test, far from finished by its end.
 DEMO_TIME_SCALE = 30.0
-DEMO_MODELS = ("X1C", "P1S", "P1P", "A1", "A1 mini")
+# The demo's mix: an H2D (dual nozzle, AMS HT) too.
+DEMO_MODELS = ("X1C", "P1S", "P1P", "A1", "A1 mini", "H2D")
+DUAL_NOZZLE = 5
 ADMIN, OPERATOR, VIEWER = "ada", "olga", "vera"
 # The P1P (idle in the demo) has Developer Mode off: it reports, but refuses LAN commands.
 SECURED = 2

@@ -7,6 +7,7 @@ from playwright.async_api import Locator, Page, Request, WebSocketRoute, expect
 from tests.browser.conftest import (
     ADMIN,
     DEMO_MODELS,
+    DUAL_NOZZLE,
     OPERATOR,
     PHONE,
     SECURED,
@@ -187,7 +188,9 @@ async def test_filters_search_sort_and_the_compact_list(
     await page.get_by_label("Search").fill("a1 mini")
     await expect(visible).to_have_count(1)
     await expect(visible.locator("h2")).to_have_text("A1 mini #1")
-    await expect(page.locator(".fleet-summary")).to_have_text("Showing 1 of 5 printers")
+    await expect(page.locator(".fleet-summary")).to_have_text(
+        f"Showing 1 of {len(DEMO_MODELS)} printers"
+    )
     await page.get_by_label("Search").fill("")
     await expect(visible).to_have_count(len(DEMO_MODELS))
 
@@ -342,3 +345,19 @@ async def test_a_dropped_live_connection_comes_back_and_catches_up(
     before = await progress.text_content()
     await expect(progress).not_to_have_text(before or "")
     await screenshot(page, "reconnected")
+
+
+async def test_a_dual_nozzle_printer_shows_both_nozzles_and_its_ams_ht(
+    pages: Pages, demo: DemoFarm, screenshot: Screenshot
+) -> None:
+    serial = demo.fleet.nodes[DUAL_NOZZLE].spec.identity.serial
+    page = await pages.open(demo.api.url, f"/printers/{serial}", sign_in=(VIEWER, PASSWORD))
+    temps = page.get_by_role("region", name="Temperatures")
+    await expect(temps).to_contain_text("Right nozzle")
+    await expect(temps).to_contain_text("Left nozzle")
+    filament = page.get_by_role("region", name="Filament")
+    await expect(filament.get_by_role("heading", name=re.compile(r"^AMS HT 1"))).to_be_visible()
+    await expect(filament.get_by_role("heading", name=re.compile(r"^AMS 1"))).to_be_visible()
+    # No tray is in use on an idle printer (tray_now 255 means none).
+    await expect(filament.locator('tr[data-active="true"]')).to_have_count(0)
+    await screenshot(page, "h2d")

@@ -4,7 +4,7 @@
 import { h, replaceChildren, setText } from "./dom.js";
 import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from "./format.js";
 import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
-import { availableActions, hasPrintError, printErrorText, stateLabel } from "./printer-model.js";
+import { availableActions, hasPrintError, printErrorText, stateLabel, trayInUse, unitLabel } from "./printer-model.js";
 
 export class PrinterCard extends HTMLElement {
   /** Draw the card for `view`; `canControl` decides whether control buttons exist at all. */
@@ -185,11 +185,11 @@ export class PrinterCard extends HTMLElement {
         const colour = tray.type ? trayColour(tray.color) : null;
         const swatch = h("span", { class: colour ? "swatch" : "swatch swatch-empty", "aria-hidden": "true" });
         if (colour) swatch.style.backgroundColor = colour;
-        const where = tray.unit === null ? "External" : `AMS ${tray.unit + 1} slot ${tray.id + 1}`;
+        const where = tray.unit === null ? "External" : `${unitLabel(tray.unit)} slot ${tray.id + 1}`;
         const label = tray.type ? `${where}: ${tray.type}${tray.remain !== null && tray.remain >= 0 ? `, ${tray.remain}% left` : ""}` : `${where}: empty`;
         return h(
           "li",
-          { class: "tray", title: label, "aria-label": label, "data-active": String(tray.global === view.ams.trayNow) },
+          { class: "tray", title: label, "aria-label": label, "data-active": String(trayInUse(tray, view.ams.trayNow)) },
           swatch,
           h("span", { "aria-hidden": "true" }, tray.type ? percent(tray.remain) || tray.type : "—"),
         );

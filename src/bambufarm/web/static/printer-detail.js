@@ -7,7 +7,7 @@ import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from 
 import { LiveFeed } from "./live.js";
 import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
 import { showAllowed } from "./printer-card.js";
-import { commandPath, hasPrintError, printErrorText, stateLabel } from "./printer-model.js";
+import { commandPath, hasPrintError, printErrorText, stateLabel, trayInUse, unitLabel } from "./printer-model.js";
 import { applyFrame, fetchPrinter, fetchStatus, liveSubscription, LIVE_PATH, PrinterStore } from "./printer-source.js";
 
 const SPEEDS = [
@@ -195,9 +195,13 @@ export class PrinterDetail extends HTMLElement {
     replaceChildren(this.facts, rows.map(([key, label, value]) => [h("dt", {}, label), h("dd", { "data-field": key }, value)]));
 
     const t = view.temps;
+    const nozzles =
+      t.extruders.length > 1
+        ? t.extruders.map((e) => [e.id === 0 ? "Right nozzle" : "Left nozzle", e.temp, e.target])
+        : [["Nozzle", t.nozzle, t.nozzleTarget]];
     replaceChildren(
       this.temps,
-      [["Nozzle", t.nozzle, t.nozzleTarget], ["Bed", t.bed, t.bedTarget], ["Chamber", view.chamberSensor ? t.chamber : null, view.chamberSensor ? t.chamberTarget : null]].map(
+      [...nozzles, ["Bed", t.bed, t.bedTarget], ["Chamber", view.chamberSensor ? t.chamber : null, view.chamberSensor ? t.chamberTarget : null]].map(
         ([label, value, target]) => h("div", {}, h("dt", {}, label), h("dd", {}, degrees(value), h("span", { class: "target" }, targetDegrees(target)))),
       ),
     );
@@ -227,7 +231,7 @@ export class PrinterDetail extends HTMLElement {
             const colour = tray.type ? trayColour(tray.color) : null;
             const swatch = h("span", { class: colour ? "swatch" : "swatch swatch-empty", role: "img", "aria-label": colour ? `colour ${colour}` : "no spool" });
             if (colour) swatch.style.backgroundColor = colour;
-            const active = tray.global === view.ams.trayNow;
+            const active = trayInUse(tray, view.ams.trayNow);
             return h(
               "tr",
               { "data-active": String(active) },
@@ -243,7 +247,7 @@ export class PrinterDetail extends HTMLElement {
       h(
         "div",
         { class: "ams-unit" },
-        h("h3", {}, `AMS ${unit.id + 1}${unit.humidity !== null ? ` · humidity level ${unit.humidity}` : ""}${unit.temp !== null ? ` · ${degrees(unit.temp)}` : ""}`),
+        h("h3", {}, `${unitLabel(unit.id)}${unit.humidity !== null ? ` · humidity level ${unit.humidity}` : ""}${unit.temp !== null ? ` · ${degrees(unit.temp)}` : ""}`),
         table(unit.trays),
       ),
     );

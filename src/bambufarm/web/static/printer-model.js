@@ -66,6 +66,12 @@ export function printerView(info, status = null) {
       bedTarget: numberOrNull(temps.bed_target),
       chamber: numberOrNull(temps.chamber),
       chamberTarget: numberOrNull(temps.chamber_target),
+      // Dual-nozzle printers: extruder 0 is the right nozzle, 1 the left (protocol.md §1.5.2).
+      extruders: (temps.extruders || []).map((e) => ({
+        id: e.id,
+        temp: numberOrNull(e.temp),
+        target: numberOrNull(e.target),
+      })),
     },
     ams: {
       units: (ams.units || []).map((unit) => ({
@@ -88,12 +94,28 @@ export function printerView(info, status = null) {
   return view;
 }
 
+// tray_now (protocol.md §1.5): unit * 4 + slot for an AMS, the unit id (128-135) for an
+// AMS HT's single slot, 254 the external spool, 255 none.
+const NO_TRAY = 255;
+const AMS_HT_FIRST = 128;
+
+/** "AMS 1", or "AMS HT 1" for the single-slot AMS HT units (ids from 128). */
+export function unitLabel(unitId) {
+  return unitId >= AMS_HT_FIRST ? `AMS HT ${unitId - AMS_HT_FIRST + 1}` : `AMS ${unitId + 1}`;
+}
+
+/** True when `tray` is the one the printer feeds from now. */
+export function trayInUse(tray, trayNow) {
+  return trayNow !== null && trayNow !== NO_TRAY && tray.global === trayNow;
+}
+
 function trayView(tray, unitId) {
+  let global = tray.id;
+  if (unitId !== null) global = unitId >= AMS_HT_FIRST ? unitId : unitId * 4 + tray.id;
   return {
     id: tray.id,
     unit: unitId,
-    // The global tray number the printer uses in tray_now: unit * 4 + slot; external 254/255.
-    global: unitId === null ? tray.id : unitId * 4 + tray.id,
+    global,
     type: tray.type || "",
     color: tray.color || "",
     remain: numberOrNull(tray.remain),
