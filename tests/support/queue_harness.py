@@ -34,6 +34,7 @@ from tests.support.threemf_factory import FilamentSpec, PlateSpec, build_gcode_3
 
 P1S = "C12"  # model codes as the slicer writes them
 X1C = "BL-P001"
+BeforeStart = Callable[[str], bool | None]
 WAIT = 30.0  # generous for a loaded 2-core machine; a hang fails the test instead of stalling
 
 
@@ -42,6 +43,7 @@ class StartLog:
     """Every job a simulated printer started: (serial, task id, file), in order."""
 
     starts: list[tuple[str, str, str]] = field(default_factory=list)
+    lost: list[tuple[str, str, str]] = field(default_factory=list)  # acknowledged, not started
 
     def of(self, serial: str) -> list[tuple[str, str, str]]:
         """The starts on one printer."""
@@ -133,10 +135,12 @@ def set_tray(sim: SimFleet, serial: str, *, unit: int = 0, slot: int = 0, **valu
     report.set(path, tray)
 
 
-def watch_starts(
-    sim: SimFleet, log: StartLog, *, before: Callable[[str], None] | None = None
-) -> None:
-    """Record every job the simulated printers start; `before(serial)` runs first."""
+def watch_starts(sim: SimFleet, log: StartLog, *, before: "BeforeStart | None" = None) -> None:
+    """Record every job the simulated printers start.
+
+    `before(serial)` runs first; when it returns False the printer acknowledges the
+    `project_file` but loses it (the job never starts), which `log.lost` records.
+    """
     for node in sim.nodes:
         printer = node.printer
         original = printer.start_job
@@ -145,9 +149,11 @@ def watch_starts(
             request: dict[str, Any], file: str, mapping: list[int],
             _serial: str = node.serial, _original: Any = original,
         ) -> None:  # fmt: skip
-            if before is not None:
-                before(_serial)
-            log.starts.append((_serial, str(request.get("task_id")), file))
+            entry = (_serial, str(request.get("task_id")), file)
+            if before is not None and before(_serial) is False:
+                log.lost.append(entry)
+                return
+            log.starts.append(entry)
             _original(request, file, mapping)
 
         printer.start_job = start_job  # type: ignore[method-assign]
@@ -164,7 +170,7 @@ async def queue_rig(
     quirks: Mapping[str, Any] | None = None,
     options: DispatcherOptions | None = None,
     uploads: int = 4,
-    before_start: Callable[[str], None] | None = None,
+    before_start: BeforeStart | None = None,
 ) -> AsyncIterator[QueueRig]:
     """The queue running against a simulated fleet on the test's database."""
     async with running_fleet(

@@ -104,6 +104,7 @@ class Attempt:
     progress: int | None = None  # last recorded, percent
     uploaded: int = 0  # bytes sent so far
     recorded_upload: int = -1  # upload percent last written
+    reports_at_send: int = 0  # the printer's report count when project_file went out
     task: "asyncio.Task[None] | None" = field(default=None, repr=False)  # upload and start
     # Serialises the moves of this attempt (reports, the watchdog, the operator, the upload).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)

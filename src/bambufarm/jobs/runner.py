@@ -472,6 +472,7 @@ class Dispatcher:
                 trays[choice.slot - 1] = choice.tray_id
             self.stats.starts_sent += 1
             self.stats.start_sent_at[serial] = self._clock()
+            attempt.reports_at_send = handle.state.report_count
             result = await handle.start_print(
                 attempt.remote, plate=attempt.plate, ams_mapping=trays or None,
                 task_id=attempt.task_id, subtask_name=attempt.name,

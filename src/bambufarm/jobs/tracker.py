@@ -364,7 +364,10 @@ class Tracker:
                 known = state.report_count > 0 and state.job.gcode_state.value not in (
                     "UNKNOWN", "INIT",
                 )  # fmt: skip
-                verdict = confirm_verdict(online=snapshot.connection.connected, state_known=known)
+                verdict = confirm_verdict(
+                    online=snapshot.connection.connected, state_known=known,
+                    reported_since=state.report_count > attempt.reports_at_send,
+                )  # fmt: skip
                 if verdict is ConfirmVerdict.WAIT:
                     # Out of sight: it may be printing the job. Look again after another limit.
                     self._watchdog.arm(attempt.job_id, attempt.attempt, Stage.CONFIRM, limit)

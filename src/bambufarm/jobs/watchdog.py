@@ -6,8 +6,9 @@ Stages a started job passes, each with a limit (`StageLimits`):
   `upload_min_rate` (SD cards write 50-150 KB/s; a 40 MB file needs ~4 min at 160 KB/s, so
   the default floor of 20 KB/s only fires on a transfer that has all but stopped);
 * `confirm` — after `project_file` (acknowledged or not) the printer must report the job as
-  its own (our task id) within `confirm_s`. A printer that cannot be seen (offline) is waited
-  for: it may be printing the job, and retrying elsewhere could print it twice;
+  its own (our task id) within `confirm_s`. A printer that cannot be seen (offline, or silent
+  since the start was sent) is waited for: it may be printing the job, and retrying elsewhere
+  could print it twice;
 * `prepare` — a printer showing the job in PREPARE must reach RUNNING within `prepare_s`.
   Real firmware waits in PREPARE forever, with no error, when `ams_mapping` names an empty
   tray; heating, levelling and calibration take 5-20 minutes, so the default is 30;
@@ -95,10 +96,15 @@ class ConfirmVerdict(StrEnum):
     FAIL = "fail"  # the printer is seen, and it is not running the job: it did not start
 
 
-def confirm_verdict(*, online: bool, state_known: bool) -> ConfirmVerdict:
-    """The decision at a `confirm` expiry (the job was not seen as the printer's own)."""
-    # Failing while the printer is out of sight could retry a job the printer is printing.
-    return ConfirmVerdict.FAIL if online and state_known else ConfirmVerdict.WAIT
+def confirm_verdict(*, online: bool, state_known: bool, reported_since: bool) -> ConfirmVerdict:
+    """The decision at a `confirm` expiry (the job was not seen as the printer's own).
+
+    Only a report received after the start was sent can show the printer did not take it:
+    failing on an older one, or while the printer is out of sight, could retry a job the
+    printer is printing.
+    """
+    fail = online and state_known and reported_since
+    return ConfirmVerdict.FAIL if fail else ConfirmVerdict.WAIT
 
 
 def upload_reason(printer: str, limit: float, sent: int, total: int) -> str:
@@ -208,7 +214,7 @@ class Watchdog:
 
 def _duration(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:g} s"
+        return f"{round(seconds, 1):g} s"
     return f"{seconds / 60:.0f} min"
 
 
