@@ -24,6 +24,11 @@ from bambufarm.auth.passwords import Passwords
 from bambufarm.auth.ratelimit import LoginLimiter
 from bambufarm.auth.sessions import prune_sessions
 from bambufarm.farm.service import Farm
+from bambufarm.jobs.library import Library
+from bambufarm.jobs.plate import PlateGate
+from bambufarm.jobs.queue import JobQueue
+from bambufarm.jobs.runner import Dispatcher, DispatcherOptions
+from bambufarm.jobs.wakeup import Wakeup
 from bambufarm.settings import Settings
 from bambufarm.storage.db import Database, open_database
 from bambufarm.storage.errors import StorageError
@@ -49,10 +54,14 @@ class Services:
         "_pruner",
         "clock",
         "database",
+        "dispatcher",
         "farm",
+        "library",
         "limiter",
         "metrics",
         "passwords",
+        "plates",
+        "queue",
         "secret_box",
         "settings",
         "version",
@@ -70,6 +79,7 @@ class Services:
         clock: Callable[[], datetime] = utc_now,
         prune_interval_s: float = PRUNE_INTERVAL_S,
         farm: Farm | None = None,
+        dispatcher_options: DispatcherOptions | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -90,6 +100,20 @@ class Services:
                 registry=self.metrics,
                 wall_clock=clock,
             )
+        )
+        # The print queue: sliced files, jobs, the plate gate, and the dispatcher that starts
+        # jobs on the farm's printers; the queue and the gate wake the dispatcher.
+        self.library = Library(settings.data_dir / "library", database, clock=clock)
+        wakeup = Wakeup()
+        self.queue = JobQueue(database, wakeup, clock=clock)
+        self.plates = PlateGate(database, wakeup, clock=clock)
+        self.dispatcher = Dispatcher(
+            database=database,
+            fleet=self.farm.fleet,
+            library=self.library,
+            wakeup=wakeup,
+            options=dispatcher_options,
+            wall_clock=clock,
         )
         self.version = __version__
         self._prune_interval_s = prune_interval_s
@@ -113,11 +137,15 @@ class Services:
         if self._pruner is None:
             self._pruner = asyncio.create_task(self._prune_forever(), name="prune-sessions")
             await self.farm.start()
+            # After the printers: jobs a crash left on them are recognised from their reports.
+            await self.dispatcher.start()
 
     async def stop(self) -> None:
         """Stop background work and close the database; safe to call twice."""
         pruner, self._pruner = self._pruner, None
         try:
+            # The dispatcher before the printers it drives; printers keep printing meanwhile.
+            await self.dispatcher.stop()
             # Printers first: their last events are written while the database is still open.
             await self.farm.stop()
         finally:
