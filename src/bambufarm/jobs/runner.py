@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from bambufarm.fleet.commands import CommandStatus
 from bambufarm.fleet.connection import ConnectionState
 from bambufarm.fleet.errors import FleetError
 from bambufarm.fleet.events import (
@@ -52,10 +51,11 @@ from bambufarm.jobs.library import Library
 from bambufarm.jobs.model import DISPATCHABLE, JobState, claim, transition
 from bambufarm.jobs.reconcile import Recovery, recover
 from bambufarm.jobs.staging import Staging
+from bambufarm.jobs.starter import DispatchStats, Starter
 from bambufarm.jobs.tracker import Tracker
 from bambufarm.jobs.views import job_request, model_of, printer_view, wait_summary
 from bambufarm.jobs.wakeup import Wakeup
-from bambufarm.jobs.watchdog import Stage, StageLimits, Watchdog
+from bambufarm.jobs.watchdog import StageLimits, Watchdog
 from bambufarm.protocol.errors import ProtocolError
 from bambufarm.protocol.job import BUSY_STATES, GcodeState
 from bambufarm.protocol.models import PrinterModel
@@ -93,21 +93,6 @@ class DispatcherOptions:
     round_gap_s: float = 0.1  # at most 10 rounds a second, whatever the rate of pokes
     color_tolerance: float = 0.0  # CIE76 ΔE between the file's and the tray's colour
     max_jobs_per_round: int = MAX_LIMIT  # the head of the queue a round considers
-
-
-@dataclass(slots=True)
-class DispatchStats:
-    """Counters for the bench and the metrics."""
-
-    rounds: int = 0
-    decisions: int = 0  # jobs considered, summed over rounds
-    assignments: int = 0
-    match_cpu_s: float = 0.0  # CPU in building views and matching (no database time)
-    uploads: int = 0
-    upload_bytes: int = 0
-    upload_s: float = 0.0  # summed durations of the transfers
-    starts_sent: int = 0
-    start_sent_at: dict[str, float] = field(default_factory=dict)  # serial -> last send, clock
 
 
 def _utc_now() -> datetime:
@@ -150,6 +135,10 @@ class Dispatcher:
             on_free=lambda serial: wakeup.poke(f"{serial} free"),
         )
         self.stats = DispatchStats()
+        self._starter = Starter(
+            fleet=fleet, library=library, tracker=self.tracker, watchdog=self.watchdog,
+            staging=self.staging, limits=self.options.limits, stats=self.stats, clock=clock,
+        )  # fmt: skip
         self.recovery: Recovery | None = None
         self._reasons: Mapping[str, tuple[CandidateReason, ...]] = MappingProxyType({})
         self._blobs: dict[str, BlobRecord] = {}  # by sha256: content-addressed, never changes
@@ -452,66 +441,5 @@ class Dispatcher:
             self._ready_since.pop(assignment.serial, None)
             if group is not None:
                 attempt.task = group.create_task(
-                    self._start(attempt), name=f"start-{record.id}-{record.attempt}"
+                    self._starter.run(attempt), name=f"start-{record.id}-{record.attempt}"
                 )
-
-    # ------------------------------------------------------------------ one start
-
-    async def _start(self, attempt: Attempt) -> None:
-        """Upload (unless the printer has the file), write `starting`, send `project_file`."""
-        serial, label = attempt.serial, attempt.printer
-        try:
-            handle = self._fleet.get(serial)
-            await self.staging.settle(serial, attempt.sha256)
-            if not self.staging.holds(serial, attempt.sha256, handle.state):
-                await self._upload(attempt)
-            if not await self.tracker.starting(attempt):
-                return
-            trays = [-1] * max((c.slot for c in attempt.trays), default=0)
-            for choice in attempt.trays:
-                trays[choice.slot - 1] = choice.tray_id
-            self.stats.starts_sent += 1
-            self.stats.start_sent_at[serial] = self._clock()
-            attempt.reports_at_send = handle.state.report_count
-            result = await handle.start_print(
-                attempt.remote, plate=attempt.plate, ams_mapping=trays or None,
-                task_id=attempt.task_id, subtask_name=attempt.name,
-                timeout=self.options.limits.ack_s,
-            )  # fmt: skip
-        except asyncio.CancelledError:
-            raise
-        except (FleetError, StorageError, ProtocolError, OSError) as err:
-            await self.tracker.start_failed(attempt, f"{label}: {err}")
-            return
-        except Exception as err:
-            # The task's boundary: a bug must fail this attempt, not the dispatcher.
-            logger.exception("job %d: start on %s failed", attempt.job_id, label)
-            await self.tracker.start_failed(attempt, f"{label}: internal error {err!r}")
-            return
-        if result.ok:
-            attempt.acknowledged = True
-            logger.info("job %d: %s accepted the start", attempt.job_id, label)
-        elif result.status is CommandStatus.REJECTED or not result.sent:
-            await self.tracker.start_failed(attempt, f"{label} refused the start: {result.reason}")
-        else:
-            # Sent, but no clear answer: only the printer's reports can say; the watchdog waits.
-            logger.warning(
-                "job %d: start on %s unconfirmed: %s", attempt.job_id, label, result.reason
-            )
-
-    async def _upload(self, attempt: Attempt) -> None:
-        path = await self._library.local_path(attempt.sha256)
-        limit = self.options.limits.upload_limit(attempt.size)
-        self.watchdog.arm(attempt.job_id, attempt.attempt, Stage.UPLOAD, limit)
-        tracker = self.tracker
-
-        def progress(sent: int, total: int) -> None:
-            tracker.upload_progress(attempt, sent, total)
-
-        result = await self._fleet.get(attempt.serial).upload(path, attempt.remote, progress)
-        if self.watchdog.stage(attempt.job_id) is Stage.UPLOAD:
-            self.watchdog.disarm(attempt.job_id)
-        self.staging.add(attempt.serial, attempt.sha256)
-        self.stats.uploads += 1
-        self.stats.upload_bytes += result.bytes
-        self.stats.upload_s += result.seconds
