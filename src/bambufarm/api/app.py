@@ -21,6 +21,7 @@ from bambufarm.api import (
     commands,
     events_routes,
     health,
+    library_routes,
     metrics,
     printer_files,
     printers,
@@ -83,6 +84,8 @@ def create_app(services: Services) -> FastAPI:
     for module in (health, auth_routes, users, api_keys, metrics):
         app.include_router(module.router)
     for module in (printers, commands, printer_files, events_routes, ws):
+        app.include_router(module.router)
+    for module in (library_routes,):
         app.include_router(module.router)
     app.include_router(web_router())
     return app
