@@ -21,6 +21,7 @@ from bambufarm.api import (
     commands,
     events_routes,
     health,
+    history_routes,
     library_routes,
     metrics,
     printer_files,
@@ -85,7 +86,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     for module in (printers, commands, printer_files, events_routes, ws):
         app.include_router(module.router)
-    for module in (library_routes,):
+    for module in (library_routes, history_routes):
         app.include_router(module.router)
     app.include_router(web_router())
     return app
