@@ -22,6 +22,7 @@ from bambufarm.api import (
     events_routes,
     health,
     history_routes,
+    jobs_routes,
     library_routes,
     metrics,
     printer_files,
@@ -86,7 +87,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     for module in (printers, commands, printer_files, events_routes, ws):
         app.include_router(module.router)
-    for module in (library_routes, history_routes):
+    for module in (library_routes, jobs_routes, history_routes):
         app.include_router(module.router)
     app.include_router(web_router())
     return app
