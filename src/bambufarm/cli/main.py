@@ -5,7 +5,7 @@ import logging
 import typer
 
 from bambufarm import __version__
-from bambufarm.cli import admin, printers, serve, sim
+from bambufarm.cli import admin, printers, queue, serve, sim
 from bambufarm.runtime import tune_asyncio_tls
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ serve.register(app)
 admin.register(app)
 sim.register(app)
 printers.register(app)
+queue.register(app)
 
 
 @app.command()
