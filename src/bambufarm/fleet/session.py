@@ -433,7 +433,7 @@ class PrinterSession:
                 )
         finally:
             self._pending.remove(command.key)
-            if self._waiters.get(command.key) is waiter:
+            if waiter is not None and self._waiters.get(command.key) is waiter:
                 del self._waiters[command.key]
         if ack is None:
             return CommandResult(
