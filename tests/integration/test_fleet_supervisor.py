@@ -232,6 +232,9 @@ async def test_handle_commands_reach_the_printer_and_return_typed_results(
         ]:
             assert result.status is CommandStatus.OK, result.reason
             assert result.sent
+        pushed = await handle.pushall()  # answered by a report, never by an ack
+        assert pushed.ok
+        assert pushed.sent
         acked = [e for e in log.events if isinstance(e, CommandAcked)]
         assert {e.command for e in acked} >= {"ledctrl", "print_speed", "gcode_line"}
         await log.until(lambda _e: handle.state.lights.get("chamber_light") == "off", "light off")
