@@ -364,6 +364,9 @@ async def test_cancel_through_the_api_stops_the_printer(database_url: str, tmp_p
             lambda: _detail(client, job["id"]), lambda j: j["state"] == "printing", "printing"
         )
         assert printing["printer"] == serial
+        live = printing["live"]
+        assert (live["printer"], live["attempt"], live["phase"]) == (serial, 1, "printing")
+        assert live["uploaded_bytes"] == live["size_bytes"] == file["size"]
         cancelled = await client.post(f"/api/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         await farm_api.until(
@@ -376,3 +379,33 @@ async def test_cancel_through_the_api_stops_the_printer(database_url: str, tmp_p
             "the print recorded as cancelled",
         )
         assert stopped["state"] == "cancelled"
+
+
+async def test_auto_clear_is_printer_configuration_for_admins(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with queue_farm_api(database_url, tmp_path, models=("P1S",)) as farm_api:
+        serial = farm_api.printer(0).serial
+        url = f"/api/v1/printers/{serial}/plate"
+        await farm_api.api.add_user("olga", Role.OPERATOR)
+        operator = farm_api.api.key_client(await farm_api.api.add_key("olga", ["queue"]))
+        plate = await operator.get(url)
+        assert plate.status_code == 200, plate.text
+        assert plate.json() == {
+            "printer": serial, "cleared": True, "auto_clear": False, "last_job_id": None,
+            "last_outcome": None, "changed_by": None, "updated_at": None,
+        }  # fmt: skip
+        refused = await operator.put(f"{url}/auto-clear", json={"enabled": True})
+        assert refused.status_code == 403
+        admin = farm_api.admin()
+        turned_on = await admin.put(f"{url}/auto-clear", json={"enabled": True})
+        assert turned_on.status_code == 200, turned_on.text
+        assert turned_on.json()["auto_clear"] is True
+        assert (await operator.get(url)).json()["auto_clear"] is True
+        # Clearing a clear plate is harmless and says who did it.
+        cleared = await operator.post(f"{url}/clear")
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json()["completed_jobs"] == []
+        assert cleared.json()["plate"]["changed_by"].startswith("olga")
+        (entry,) = await _audit(farm_api.api, "plate.auto_clear")
+        assert (entry.printer_serial, entry.details["enabled"]) == (serial, True)

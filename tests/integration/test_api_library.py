@@ -434,3 +434,20 @@ async def test_who_may_read_and_who_may_change_the_library(
     assert with_token.status_code == 201, with_token.text
     expected = {stored["sha256"], with_token.json()["sha256"]}
     assert library_files(api) == sorted(api.services.library.path_of(s) for s in expected)
+
+
+async def test_a_file_lost_from_disk_is_a_storage_problem_without_paths(
+    api: RunningApi, operator: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = await uploaded(operator, sliced(), "lost.gcode.3mf")
+    path = api.services.library.path_of(stored["sha256"])
+    path.unlink()
+    response = await operator.get(f"/api/v1/library/files/{stored['id']}/plates/1/thumbnail")
+    assert response.status_code == 507
+    assert response.json()["type"] == PROBLEM + "library-storage"
+    assert str(path) not in response.text
+    # ... but the operator finds it in the log, and adding the file again restores it.
+    assert str(path) in caplog.text
+    await uploaded(operator, sliced(), "lost.gcode.3mf")
+    restored = await operator.get(f"/api/v1/library/files/{stored['id']}/plates/1/thumbnail")
+    assert restored.status_code == 200
