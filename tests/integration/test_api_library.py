@@ -3,7 +3,9 @@ multipart), refusals that say why and keep nothing, list/search/filter with page
 thumbnails with cache headers, rename/move/tag, delete (409 while in use), auth and audit.
 """
 
+import asyncio
 import hashlib
+import logging
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -451,3 +453,34 @@ async def test_a_file_lost_from_disk_is_a_storage_problem_without_paths(
     await uploaded(operator, sliced(), "lost.gcode.3mf")
     restored = await operator.get(f"/api/v1/library/files/{stored['id']}/plates/1/thumbnail")
     assert restored.status_code == 200
+
+
+async def test_a_client_gone_mid_upload_leaves_nothing_and_logs_no_error(
+    api: RunningApi, operator: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = operator.headers["Authorization"]
+    host, port = api.url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        "POST /api/v1/library/files?name=cut.gcode.3mf HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: {key}\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+    )
+    writer.write(head.encode() + b"\0" * 1_000_000)
+    await writer.drain()
+    tmp = api.services.library.root / "tmp"
+
+    def staging() -> list[Path]:
+        return sorted(tmp.glob("*")) if tmp.exists() else []
+
+    async with asyncio.timeout(10):
+        # The upload's temporary file appears once the server has read into it.
+        while not staging():  # noqa: ASYNC110 - no signal for a file appearing
+            await asyncio.sleep(0.02)
+    writer.close()
+    await writer.wait_closed()
+    async with asyncio.timeout(10):
+        while staging():  # noqa: ASYNC110 - no signal for a file going away
+            await asyncio.sleep(0.02)
+    assert (await operator.get("/api/v1/library/files")).json()["total"] == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

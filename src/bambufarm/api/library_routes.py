@@ -6,7 +6,7 @@ hashed and counted against the library's size cap, so a 200 MB file never sits i
 body is either the file itself (any binary content type; the name from `?name=` or a
 `Content-Disposition` filename) or `multipart/form-data` with one file part, parsed as it
 arrives; form fields `name`, `folder` and `tag` must come before the file part, since the file
-is stored as it is read. A refused file says why: not sliced (`not-sliced`), corrupt
+is stored as it is read (query parameters win over them). A refused file says why: not sliced (`not-sliced`), corrupt
 (`invalid-3mf`), hostile (`unsafe-3mf`), for a printer model the farm does not know
 (`invalid-protocol-value`), too large (`upload-too-large`, 413); nothing of it is kept.
 
@@ -21,6 +21,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from bambufarm.api.deps import CanQueue, CanView, ServicesDep
 from bambufarm.api.errors import BadRequest, problem_response
@@ -200,10 +201,21 @@ class _Upload:
     tags: tuple[str, ...]
 
 
+async def _body(request: Request) -> AsyncGenerator[bytes, None]:
+    """The request body as it arrives; a client that hangs up mid-way is a bad request."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        # Nobody is left to answer; the library removes what it had staged.
+        logger.info("upload to %s broken off by the client", request.url.path)
+        raise BadRequest("the client closed the connection before the upload ended") from None
+
+
 async def _multipart(request: Request, boundary: bytes) -> _Upload:
     """Read a form up to its file part; the file's bytes follow as they arrive."""
     reader = _FormReader(boundary)
-    body = request.stream().__aiter__()
+    body = _body(request)
     first: list[bytes] = []
     while not reader.file_started:
         chunk = await anext(body, None)
@@ -234,7 +246,7 @@ def _raw(request: Request) -> _Upload:
     _, options = parse_options_header(request.headers.get("content-disposition"))
     filename = options.get(b"filename", b"").decode("utf-8", errors="replace")
     return _Upload(
-        chunks=request.stream().__aiter__(),
+        chunks=_body(request),
         name=filename.replace("\\", "/").rsplit("/", 1)[-1] or None,
         folder=None,
         tags=(),
