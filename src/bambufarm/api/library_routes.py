@@ -6,9 +6,10 @@ hashed and counted against the library's size cap, so a 200 MB file never sits i
 body is either the file itself (any binary content type; the name from `?name=` or a
 `Content-Disposition` filename) or `multipart/form-data` with one file part, parsed as it
 arrives; form fields `name`, `folder` and `tag` must come before the file part, since the file
-is stored as it is read (query parameters win over them). A refused file says why: not sliced (`not-sliced`), corrupt
-(`invalid-3mf`), hostile (`unsafe-3mf`), for a printer model the farm does not know
-(`invalid-protocol-value`), too large (`upload-too-large`, 413); nothing of it is kept.
+is stored as it is read (query parameters win over them). A refused file says why: not sliced
+(`not-sliced`), corrupt (`invalid-3mf`), hostile (`unsafe-3mf`), for a printer model the farm
+does not know (`invalid-protocol-value`), too large (`upload-too-large`, 413); nothing of it
+is kept.
 
 Reading needs `view`; changing the library needs `queue`. Every change is audited.
 """
