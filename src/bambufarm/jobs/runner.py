@@ -122,8 +122,9 @@ class Dispatcher:
         self._wall = wall_clock
         self.watchdog = Watchdog(clock)
         self.staging = Staging(
-            fleet=fleet, library=library, concurrency=self.options.prestage_concurrency
-        )
+            fleet=fleet, library=library, wakeup=wakeup,
+            concurrency=self.options.prestage_concurrency,
+        )  # fmt: skip
         self.tracker = Tracker(
             database=database,
             fleet=fleet,
@@ -132,7 +133,7 @@ class Dispatcher:
             limits=self.options.limits,
             policy=self.options.retry,
             wall_clock=wall_clock,
-            on_free=lambda serial: wakeup.poke(f"{serial} free"),
+            wakeup=wakeup,
         )
         self.stats = DispatchStats()
         self._starter = Starter(
@@ -309,13 +310,13 @@ class Dispatcher:
             }
             if missing:
                 self._blobs.update(await get_blobs(session, missing))
-        started = time.process_time()
+        started = time.thread_time()
         now = self._clock()
         requests, unusable = self._requests(queue.items)
         reserved = {j.printer_serial: str(j.id) for j in held.items if j.printer_serial}
         views = self._views(plates, reserved, now)
         plan = match(views, requests, now=now)
-        self.stats.match_cpu_s += time.process_time() - started
+        self.stats.match_cpu_s += time.thread_time() - started
         self.stats.rounds += 1
         self.stats.decisions += len(requests)
         self._reasons = plan.waiting

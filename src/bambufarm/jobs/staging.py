@@ -3,11 +3,12 @@ takes one `project_file` instead of an upload.
 
 SD cards take ~160 KB/s, so a 40 MB file needs four minutes: uploaded after the plate is
 cleared, that is four minutes of an idle printer per job. While a printer prints (or waits for
-its plate to be cleared), a speculative matching round treats it as free and clear and asks
-which waiting job it would get; that job's file is uploaded to it in the background. When the
-printer is free and the real round gives it that job (or another copy of the same file), the
-file is already there. A wrong guess costs an upload and some card space, never a wrong print:
-the real round decides, and the attempt uploads whatever is missing.
+its plate to be cleared), a speculative matching round treats it as free and clear from when
+its print should end, and asks which waiting job it would get; that job's file is uploaded to
+it in the background. When the printer is free and the real round gives it that job (or
+another copy of the same file), the file is already there. A wrong guess costs an upload and
+some card space, never a wrong print: the real round decides, and the attempt uploads whatever
+is missing.
 
 Files are named by content (`attempt.remote_name`), so a printer holds one copy per file and
 copies of one file on one printer share it. Which printer holds which file is known for the
@@ -27,6 +28,7 @@ from bambufarm.fleet.supervisor import Fleet
 from bambufarm.jobs.attempt import remote_name
 from bambufarm.jobs.dispatch import JobRequest, PrinterView, match
 from bambufarm.jobs.library import Library
+from bambufarm.jobs.wakeup import Wakeup
 from bambufarm.protocol.job import GcodeState
 from bambufarm.protocol.state import PrinterState
 from bambufarm.storage.errors import StorageError
@@ -36,22 +38,28 @@ logger = logging.getLogger(__name__)
 # Printer states in which a printer may receive its next job's file ahead of time.
 _WORKING = frozenset({GcodeState.PREPARE, GcodeState.RUNNING, GcodeState.PAUSE})
 _ENDED = frozenset({GcodeState.FINISH, GcodeState.FAILED})
+# A printer that does not say how long it has left is guessed last to be free (a day).
+_UNKNOWN_END_S = 86_400.0
 
 
 class Staging:
     """Which library files each printer holds, and the early uploads of next jobs' files."""
 
-    def __init__(self, *, fleet: Fleet, library: Library, concurrency: int = 2) -> None:
+    def __init__(
+        self, *, fleet: Fleet, library: Library, wakeup: Wakeup, concurrency: int = 2
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"pre-staging concurrency must be at least 1, not {concurrency}")
         self._fleet = fleet
         self._library = library
+        self._wakeup = wakeup
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._held: dict[str, set[str]] = {}  # serial -> sha256 of files on its card
         self._inflight: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self.staged = 0  # pre-stage uploads completed
         self.staged_bytes = 0
+        self.staged_s = 0.0  # summed durations of those transfers
 
     def holds(self, serial: str, sha256: str, state: PrinterState | None = None) -> bool:
         """True when the printer has this file on its card (as far as this process knows)."""
@@ -104,7 +112,7 @@ class Staging:
             return []  # enough queued behind the slots already
         uploader = self._fleet.uploader
         candidates = [
-            _as_free(view)
+            _as_free(view, now)
             for view in views
             if view.online
             and view.enabled
@@ -139,7 +147,9 @@ class Staging:
             self.add(serial, sha256)
             self.staged += 1
             self.staged_bytes += result.bytes
+            self.staged_s += result.seconds
             logger.info("pre-staged %s on %s", sha256[:12], serial)
+            self._wakeup.poke(f"pre-staged on {serial}")  # a slot is free: plan the next
         except asyncio.CancelledError:
             logger.debug("pre-staging %s on %s aborted for a real upload", sha256[:12], serial)
             raise
@@ -168,12 +178,22 @@ def _working_or_ended(view: PrinterView) -> bool:
     return state in _WORKING or (state in _ENDED and not view.plate_cleared)
 
 
-def _as_free(view: PrinterView) -> PrinterView:
-    """The printer as it will be once its job ends and its plate is cleared."""
+def _as_free(view: PrinterView, now: float) -> PrinterView:
+    """The printer as it will be once its job ends and its plate is cleared.
+
+    Its `ready_since` is when it should be free (now plus the time left), so that the
+    speculative round gives the queue's head to the printer that frees first, as the real
+    round will when that printer is the one that is free.
+    """
     state = view.state
-    idle = dataclasses.replace(
-        state, job=dataclasses.replace(state.job, gcode_state=GcodeState.IDLE)
-    )
+    job = state.job
+    if job.gcode_state in _ENDED:
+        free_at = now
+    elif job.remaining_minutes is not None:
+        free_at = now + 60.0 * job.remaining_minutes
+    else:
+        free_at = now + _UNKNOWN_END_S
+    idle = dataclasses.replace(state, job=dataclasses.replace(job, gcode_state=GcodeState.IDLE))
     return dataclasses.replace(
-        view, state=idle, plate_cleared=True, reserved_for=None, ready_since=None
+        view, state=idle, plate_cleared=True, reserved_for=None, ready_since=free_at
     )

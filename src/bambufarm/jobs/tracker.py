@@ -27,6 +27,7 @@ from bambufarm.jobs.closing import PATHS, Ending, RetryPolicy, close_attempt, qu
 from bambufarm.jobs.history import PrintOutcome, print_for_attempt, start_print
 from bambufarm.jobs.model import JobState, fail, transition
 from bambufarm.jobs.staging import Staging
+from bambufarm.jobs.wakeup import Wakeup
 from bambufarm.jobs.watchdog import (
     ConfirmVerdict,
     Expiry,
@@ -65,7 +66,7 @@ class Tracker:
         limits: StageLimits,
         policy: RetryPolicy,
         wall_clock: Callable[[], datetime],
-        on_free: Callable[[str], None],
+        wakeup: Wakeup,
     ) -> None:
         self._db = database
         self._fleet = fleet
@@ -74,7 +75,7 @@ class Tracker:
         self._limits = limits
         self._policy = policy
         self._wall = wall_clock
-        self._on_free = on_free  # a printer left our hands: the dispatcher may use it
+        self._wakeup = wakeup
         self._by_job: dict[int, Attempt] = {}
         self._by_serial: dict[str, Attempt] = {}
         self._ended: dict[str, int] = {}  # serial -> task id of our attempt that ended last
@@ -251,6 +252,8 @@ class Tracker:
                 )  # fmt: skip
         attempt.print_id = existing.id
         logger.info("job %d started on %s", attempt.job_id, attempt.printer)
+        # A printing printer may now receive its next job's file (pre-staging).
+        self._wakeup.poke(f"{attempt.serial} printing")
 
     # ------------------------------------------------------------------ endings
 
@@ -326,7 +329,8 @@ class Tracker:
         task = attempt.task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
-        self._on_free(attempt.serial)
+        # The printer left our hands: the dispatcher may give it the next job.
+        self._wakeup.poke(f"{attempt.serial} free")
 
     # ------------------------------------------------------------------ the clock and the operator
 
