@@ -288,7 +288,7 @@ async def test_a_client_that_stops_reading_coalesces_and_delays_nobody(farm_api:
         assert len(frame["events"]) == EVENT_QUEUE
         assert frame["dropped_events"] == 250
         # The stuck one holds one entry per printer (the union of parts), never a backlog.
-        assert stuck.pending == {serial: {"temperatures", "job", "fans"}}
+        assert stuck.pending() == {serial: frozenset({"temperatures", "job", "fans"})}
         assert len(stuck.events) == EVENT_QUEUE
         assert stuck.dropped == 250
         # A fresh ping on the fast socket is answered at once: nothing waits for `stuck`.

@@ -146,6 +146,7 @@ async def running_farm_api(
     time_scale: float = 1.0,
     quirks: Mapping[str, Any] | None = None,
     overrides: Mapping[int, Mapping[str, Any]] | None = None,
+    farm_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[FarmApi]:
     """A simulated fleet and the server (not yet holding any printer) on a fresh database."""
     async with (
@@ -153,7 +154,9 @@ async def running_farm_api(
             tmp, models=models, count=count, time_scale=time_scale, quirks=quirks,
             overrides=overrides,
         ) as simulated,
-        serving(database_url, tmp / "server", simulated, tls=tls) as farm_api,
+        serving(
+            database_url, tmp / "server", simulated, tls=tls, farm_options=farm_options
+        ) as farm_api,
     ):  # fmt: skip
         yield farm_api
 
@@ -197,7 +200,12 @@ async def running_sim(
 
 @contextlib.asynccontextmanager
 async def serving(
-    database_url: str, data_dir: Path, simulated: Simulated, *, tls: TlsMode = TlsMode.VERIFY
+    database_url: str,
+    data_dir: Path,
+    simulated: Simulated,
+    *,
+    tls: TlsMode = TlsMode.VERIFY,
+    farm_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[FarmApi]:
     """The server with its farm on `database_url` and `data_dir`, trusting the simulator."""
     sim, manifest, discovery = simulated.sim, simulated.manifest, simulated.discovery
@@ -219,6 +227,7 @@ async def serving(
         registry=registry,
         wall_clock=utc_now,
         discovery=discovery,
+        **(farm_options or {}),
     )
     clock, limiter_clock = MovableClock(), MonotonicClock()
     services = Services(

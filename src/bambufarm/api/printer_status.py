@@ -8,6 +8,7 @@ so `PartCache` serialises each part object once, however many clients receive it
 """
 
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -369,7 +370,7 @@ class PartCache:
         ]  # fmt: skip
         return b"".join(pieces)
 
-    def update(self, snapshot: PrinterSnapshot, parts: set[str], model_name: str) -> bytes:
+    def update(self, snapshot: PrinterSnapshot, parts: AbstractSet[str], model_name: str) -> bytes:
         """`{"serial", "sequence", "report_count", "parts": {name: part}}` for changed parts."""
         state = snapshot.state
         body = b",".join(

@@ -51,7 +51,6 @@ from bambufarm.auth.api_keys import authenticate_api_key, looks_like_api_key
 from bambufarm.auth.errors import AuthError, Forbidden, InvalidCredentials
 from bambufarm.auth.roles import Action, Principal
 from bambufarm.auth.sessions import authenticate_session
-from bambufarm.fleet.errors import FleetError
 from bambufarm.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -66,8 +65,6 @@ REAUTH_S: Final = 60.0
 SEND_TIMEOUT_S: Final = 30.0
 MAX_CLIENT_MESSAGE: Final = 8192
 MAX_TOPICS: Final = 1000
-SNAPSHOT_CHUNK: Final = 50
-UPDATES_CHUNK: Final = 200
 PROTOCOL_VERSION: Final = 1
 
 
@@ -328,9 +325,7 @@ def _unsubscribe(topics: list[str], watcher: Watcher) -> None:
             watcher.all_printers = False
         elif topic.startswith("printer:"):
             watcher.serials.discard(topic.partition(":")[2])
-    for serial in [s for s in watcher.pending if not watcher.wants(s)]:
-        del watcher.pending[serial]
-    watcher.full = {s for s in watcher.full if watcher.wants(s)}
+    watcher.drop_unwanted()
     watcher.reply(_frame("unsubscribed", topics=_topics(watcher)))
 
 
@@ -357,7 +352,7 @@ async def _write(
             next_check = loop.time() + REAUTH_S
             continue
         watcher.ready.clear()
-        for frame in _frames(hub, watcher):
+        for frame in hub.frames(watcher):
             try:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await websocket.send_text(frame.decode())
@@ -368,43 +363,4 @@ async def _write(
                 with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                     await websocket.close(code=4408, reason="too slow")
                 return
-            hub.frames.inc()
-
-
-def _frames(hub: WsHub, watcher: Watcher) -> list[bytes]:
-    """Everything due to the client now: replies, then snapshots, then one updates frame."""
-    frames = list(watcher.replies)
-    watcher.replies.clear()
-    farm = hub.farm
-    if watcher.full:
-        serials = sorted(watcher.full)
-        watcher.full.clear()
-        statuses = []
-        for serial in serials:
-            watcher.pending.pop(serial, None)  # the full status covers its changes
-            with contextlib.suppress(FleetError, StorageError):
-                # Removed since it was queued: its printer_removed event says so.
-                statuses.append(
-                    hub.cache.status(farm.fleet.snapshot(serial), hub.model_name(serial))
-                )
-        for start in range(0, len(statuses), SNAPSHOT_CHUNK):
-            joined = b",".join(statuses[start : start + SNAPSHOT_CHUNK])
-            frames.append(b'{"type":"snapshot","printers":[' + joined + b"]}")
-    if watcher.pending or watcher.events or watcher.dropped:
-        updates: list[bytes] = []
-        pending, watcher.pending = watcher.pending, {}
-        for serial, parts in pending.items():
-            with contextlib.suppress(FleetError):
-                snapshot = farm.fleet.snapshot(serial)
-                updates.append(hub.cache.update(snapshot, parts, hub.model_name(serial)))
-        events = b",".join(watcher.events)
-        watcher.events.clear()
-        dropped, watcher.dropped = watcher.dropped, 0
-        chunks = [updates[i : i + UPDATES_CHUNK] for i in range(0, len(updates), UPDATES_CHUNK)]
-        for index, chunk in enumerate(chunks or [[]]):
-            frames.append(
-                b'{"type":"updates","printers":[' + b",".join(chunk) + b'],"events":['
-                + (events if index == 0 else b"")
-                + b'],"dropped_events":' + str(dropped if index == 0 else 0).encode() + b"}"
-            )  # fmt: skip
-    return frames
+            hub.frames_sent.inc()

@@ -32,7 +32,7 @@ from typing import Any, Final, TypeVar
 from prometheus_client import CollectorRegistry
 
 from bambufarm.farm.files import PrinterFiles
-from bambufarm.farm.history import EventRecorder, wall_clock_of
+from bambufarm.farm.history import RETRY_S, EventRecorder, wall_clock_of
 from bambufarm.farm.metrics import FarmMetrics, FleetCollector
 from bambufarm.farm.probe import PROBE_TIMEOUT_S, ProbeResult, probe_printer
 from bambufarm.fleet.commands import CommandResult
@@ -164,6 +164,7 @@ class Farm:
         probe: Probe | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         import_concurrency: int = IMPORT_CONCURRENCY,
+        history_retry_s: float = RETRY_S,
     ) -> None:
         self.database = database
         self._box = secret_box
@@ -176,6 +177,7 @@ class Farm:
         self.wall_time = wall_clock_of(monotonic, wall_clock)
         self._probe = probe or self._default_probe
         self._import_slots = asyncio.Semaphore(import_concurrency)
+        self._history_retry_s = history_retry_s
         self._records: dict[str, PrinterRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._recorder: EventRecorder | None = None
@@ -216,6 +218,11 @@ class Farm:
         """True between `start()` and `stop()`."""
         return self._stack is not None
 
+    @property
+    def history(self) -> EventRecorder | None:
+        """The event history writer while the farm runs (its counters: written, lost)."""
+        return self._recorder
+
     async def start(self) -> None:
         """Load every stored printer into the fleet, start the history writer and discovery."""
         if self._stack is not None:
@@ -227,7 +234,9 @@ class Farm:
             for record in records:
                 self._records[record.serial] = record
                 self.fleet.add(self._config(record), enabled=record.enabled)
-            self._recorder = EventRecorder(self.bus, self.database, wall_time=self.wall_time)
+            self._recorder = EventRecorder(
+                self.bus, self.database, wall_time=self.wall_time, retry_s=self._history_retry_s
+            )
             self._recorder_task = asyncio.create_task(self._record_events(), name="event-history")
             stack.push_async_callback(self._stop_recorder)
             if self.discovery is not None:
