@@ -138,6 +138,10 @@ async def test_bad_values_are_422_and_duplicates_409(farm_api: FarmApi) -> None:
         {"serial": printer.serial, "access_code": "has space", "host": "127.0.0.1"},
         {"serial": printer.serial, "access_code": "12345678", "host": "127.0.0.1", "mqtt_port": 0},
         {"serial": printer.serial, "access_code": "12345678", "host": "x", "model": "Z9000"},
+        # Only addresses and host names are ever connected to.
+        {"serial": printer.serial, "access_code": "12345678", "host": "' OR 1=1 --"},
+        {"serial": printer.serial, "access_code": "12345678", "host": "printer.lan; rm -rf"},
+        {"serial": printer.serial, "access_code": "12345678", "host": "-x"},
     ):
         response = await client.post("/api/v1/printers", json=bad)
         assert response.status_code == 422, (bad, response.text)

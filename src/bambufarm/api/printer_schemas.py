@@ -25,9 +25,19 @@ from bambufarm.storage.events import EventRecord
 SERIAL_PATTERN: Final = r"^[A-Za-z0-9]{1,32}$"
 # Printable ASCII without spaces: what the storage accepts as an access code.
 ACCESS_CODE_PATTERN: Final = r"^[!-~]{1,64}$"
+# An IPv4/IPv6 address or a host name (RFC 1123 characters): nothing else is connected to.
+HOST_PATTERN: Final = r"^[A-Za-z0-9:](?:[A-Za-z0-9.:-]{0,253}[A-Za-z0-9])?$"
 
 Serial = Annotated[str, Field(pattern=SERIAL_PATTERN, examples=["01P00A123456789"])]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Host = Annotated[
+    str,
+    Field(
+        pattern=HOST_PATTERN,
+        description="IP address or host name.",
+        examples=["192.168.1.40"],
+    ),
+]
 AccessCode = Annotated[
     str,
     Field(
@@ -140,9 +150,7 @@ class NewPrinter(BaseModel):
 
     serial: Serial
     access_code: AccessCode
-    host: str | None = Field(
-        default=None, min_length=1, max_length=255, description="IP address or host name."
-    )
+    host: Host | None = Field(default=None, description="Omit for a discovered printer.")
     name: str = Field(default="", max_length=64, description="Defaults to the announced name.")
     model: str | None = Field(
         default=None,
@@ -162,7 +170,7 @@ class PrinterPatch(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=64)
     model: str | None = Field(default=None, min_length=1, max_length=40)
-    host: str | None = Field(default=None, min_length=1, max_length=255)
+    host: Host | None = None
     access_code: AccessCode | None = None
     mqtt_port: Port | None = None
     ftps_port: Port | None = None
@@ -184,7 +192,7 @@ class ManifestPrinter(BaseModel):
     serial: Serial
     model: str = Field(max_length=40)
     name: str = Field(default="", max_length=64)
-    host: str = Field(min_length=1, max_length=255)
+    host: Host
     access_code: AccessCode
     ports: ManifestPorts
 
