@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -44,7 +44,7 @@ from bambufarm.fleet.events import (
     Subscription,
 )
 from bambufarm.fleet.supervisor import Fleet
-from bambufarm.jobs.attempt import Attempt
+from bambufarm.jobs.attempt import Attempt, Phase
 from bambufarm.jobs.closing import RetryPolicy
 from bambufarm.jobs.dispatch import Assignment, CandidateReason, JobRequest, PrinterView, match
 from bambufarm.jobs.library import Library
@@ -184,12 +184,16 @@ class Dispatcher:
 
     async def _run(self) -> None:
         try:
+            # Every task below catches its own errors; should one still escape, the group
+            # ends and that is logged here (the process keeps serving everything else).
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self._intake(), name="dispatcher-events")
                 group.create_task(self._rounds(), name="dispatcher-rounds")
                 group.create_task(self._watch(), name="dispatcher-watchdog")
                 group.create_task(self.tracker.follow(), name="dispatcher-tracker")
+        except Exception:
+            logger.exception("the dispatcher stopped: jobs are no longer started")
         finally:
             self._group = None
             await self.staging.aclose()
@@ -203,6 +207,12 @@ class Dispatcher:
     def attempt(self, job_id: int) -> Attempt | None:
         """The live attempt of a job this process runs."""
         return self.tracker.get(job_id)
+
+    def _label(self, serial: str) -> str:
+        try:
+            return self._fleet.snapshot(serial).config.label
+        except FleetError:
+            return serial
 
     # ------------------------------------------------------------------ loops
 
@@ -231,7 +241,10 @@ class Dispatcher:
                 self._wakeup.poke(f"{serial} online")
         elif isinstance(event, PrintFinished | PrintFailed):
             if tracker.holds(serial) is None and self._group is not None:
-                state = self._fleet.snapshot(serial).state
+                try:
+                    state = self._fleet.snapshot(serial).state
+                except FleetError:
+                    return  # removed meanwhile
                 if not tracker.ours_ended_last(serial, state):
                     outcome = "finished" if isinstance(event, PrintFinished) else "failed"
                     self._group.create_task(self._foreign_end(serial, outcome))
@@ -261,6 +274,8 @@ class Dispatcher:
             await self.tracker.foreign_end(serial, outcome)
         except StorageError as err:
             logger.warning("%s: plate state not stored: %s", serial, err)
+        except Exception:
+            logger.exception("%s: plate state not stored", serial)
 
     async def _rounds(self) -> None:
         last = -math.inf
@@ -316,21 +331,39 @@ class Dispatcher:
         reserved = {j.printer_serial: str(j.id) for j in held.items if j.printer_serial}
         views = self._views(plates, reserved, now)
         plan = match(views, requests, now=now)
+        jobs = {str(j.id): j for j in queue.items}
+        files = {k: j.file_sha256 for k, j in jobs.items() if j.file_sha256 is not None}
+        assignments: Sequence[Assignment] = plan.assignments
+        if self.options.prestage and assignments:
+            by_serial = {v.serial: v for v in views}
+            assignments, passed = self.staging.prefer_held(
+                assignments, by_serial, requests, files, now=now
+            )
+            if passed:
+                self._wakeup.poke("jobs passed over for files already on printers")
         self.stats.match_cpu_s += time.thread_time() - started
         self.stats.rounds += 1
         self.stats.decisions += len(requests)
         self._reasons = plan.waiting
         self._waiting = bool(plan.waiting)
-        jobs = {str(j.id): j for j in queue.items}
         await self._record_waiting(plan.waiting, unusable, jobs)
-        if plan.assignments:
-            await self._claim(plan.assignments, jobs)
+        if assignments:
+            await self._claim(assignments, jobs)
         if self.options.prestage and self._group is not None:
-            taken = {a.job_id for a in plan.assignments}
+            taken = {a.job_id for a in assignments}
             left = [r for r in requests if r.job_id not in taken]
-            files = {k: j.file_sha256 for k, j in jobs.items() if j.file_sha256 is not None}
-            for serial, sha in self.staging.plan(views, left, files, now=now):
+            for serial, sha in self.staging.plan(
+                views, left, files, now=now, spare=self._spare_uploads()
+            ):
                 self.staging.begin(serial, sha, self._group)
+
+    def _spare_uploads(self) -> int:
+        """Transfer slots no real upload is using or waiting for."""
+        uploader = self._fleet.uploader
+        if uploader is None:
+            return 0
+        real = sum(1 for a in self.tracker.attempts() if a.phase is Phase.UPLOADING)
+        return uploader.max_concurrent - real - self.staging.in_flight_count
 
     def _requests(self, records: tuple[JobRecord, ...]) -> tuple[list[JobRequest], dict[str, str]]:
         requests: list[JobRequest] = []
@@ -408,7 +441,7 @@ class Dispatcher:
                     )  # fmt: skip
 
     async def _claim(
-        self, assignments: tuple[Assignment, ...], jobs: Mapping[str, JobRecord]
+        self, assignments: Sequence[Assignment], jobs: Mapping[str, JobRecord]
     ) -> None:
         claimed: list[tuple[JobRecord, Assignment]] = []
         async with self._db.session() as session:
@@ -427,7 +460,7 @@ class Dispatcher:
                 job_id=record.id,
                 attempt=record.attempt,
                 serial=assignment.serial,
-                printer=self._fleet.snapshot(assignment.serial).config.label,
+                printer=self._label(assignment.serial),
                 batch=record.batch,
                 copy_index=record.copy_index,
                 name=record.name,

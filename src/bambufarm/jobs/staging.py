@@ -13,20 +13,23 @@ is missing.
 Files are named by content (`attempt.remote_name`), so a printer holds one copy per file and
 copies of one file on one printer share it. Which printer holds which file is known for the
 files this process uploaded, and for the file a printer reports as its current job.
-Pre-stage uploads are capped at `concurrency` at a time, below the uploader's global limit, so
-they never hold every transfer slot while a printer waits for a file it needs now.
+Pre-stage uploads only use transfer slots no real upload waits for, and at most `concurrency`.
+When a printer is free, the real round prefers, among waiting jobs of the same priority and due
+time, one whose file the printer holds, and leaves a job staged on another printer to that one
+(`prefer_held`): queue order bends among equals so that staged files are used, never across
+priorities.
 """
 
 import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from bambufarm.fleet.errors import FleetError
 from bambufarm.fleet.supervisor import Fleet
 from bambufarm.jobs.attempt import remote_name
-from bambufarm.jobs.dispatch import JobRequest, PrinterView, match
+from bambufarm.jobs.dispatch import Assignment, JobRequest, PrinterView, match
 from bambufarm.jobs.library import Library
 from bambufarm.jobs.wakeup import Wakeup
 from bambufarm.protocol.job import GcodeState
@@ -38,6 +41,9 @@ logger = logging.getLogger(__name__)
 # Printer states in which a printer may receive its next job's file ahead of time.
 _WORKING = frozenset({GcodeState.PREPARE, GcodeState.RUNNING, GcodeState.PAUSE})
 _ENDED = frozenset({GcodeState.FINISH, GcodeState.FAILED})
+# How many jobs staged nowhere a free printer tries before taking one staged elsewhere: each
+# try is a one-printer match (~20 µs), and the first of the right model usually fits.
+_SWAP_CANDIDATES = 50
 # A printer that does not say how long it has left is guessed last to be free (a day).
 _UNKNOWN_END_S = 86_400.0
 
@@ -57,6 +63,7 @@ class Staging:
         self._slots = asyncio.Semaphore(concurrency)
         self._held: dict[str, set[str]] = {}  # serial -> sha256 of files on its card
         self._inflight: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._earmarks: dict[str, str] = {}  # job id -> serial its file is staged for
         self.staged = 0  # pre-stage uploads completed
         self.staged_bytes = 0
         self.staged_s = 0.0  # summed durations of those transfers
@@ -79,6 +86,11 @@ class Staging:
         """The printer could not read the file: upload it again next time."""
         self._held.get(serial, set()).discard(sha256)
 
+    @property
+    def in_flight_count(self) -> int:
+        """Pre-stage uploads running or waiting for a slot."""
+        return len(self._inflight)
+
     def in_flight(self, serial: str) -> str | None:
         """The file being pre-staged to this printer, if any."""
         entry = self._inflight.get(serial)
@@ -98,39 +110,110 @@ class Staging:
     def plan(
         self,
         views: Iterable[PrinterView],
-        waiting: Iterable[JobRequest],
+        waiting: Sequence[JobRequest],
         files: Mapping[str, str],
         *,
         now: float,
+        spare: int,
     ) -> list[tuple[str, str]]:
-        """(serial, sha256) pairs to pre-stage: each working printer's likely next file.
+        """(serial, sha256) pairs to pre-stage now: working printers' likely next files.
 
-        `files` maps job id to the job's file hash; `waiting` are the jobs no printer took
-        this round.
+        `waiting` are the jobs no printer took this round, `files` maps job id to file hash,
+        `spare` is how many uploads may start without delaying a real one. A job is staged
+        on one printer and a printer stages one job (its earmark) until the job is taken or
+        the printer is free, so that rounds that guess differently do not upload twice.
         """
-        if len(self._inflight) >= 4 * self._concurrency:
-            return []  # enough queued behind the slots already
         uploader = self._fleet.uploader
+        working = {
+            view.serial: view
+            for view in views
+            if view.online and view.enabled and not view.is_read_only and _working_or_ended(view)
+        }
+        waiting_ids = {r.job_id for r in waiting}
+        self._earmarks = {
+            job: serial
+            for job, serial in self._earmarks.items()
+            if job in waiting_ids and serial in working
+        }
+        marked = set(self._earmarks.values())
         candidates = [
             _as_free(view, now)
-            for view in views
-            if view.online
-            and view.enabled
-            and not view.is_read_only
-            and view.serial not in self._inflight
-            and (uploader is None or not uploader.busy(view.serial))
-            and _working_or_ended(view)
+            for serial, view in working.items()
+            if serial not in marked
+            and serial not in self._inflight
+            and (uploader is None or not uploader.busy(serial))
         ]
-        jobs = list(waiting)
+        jobs = [r for r in waiting if r.job_id not in self._earmarks]
         if not candidates or not jobs:
             return []
-        plan = match(candidates, jobs, now=now)
         out: list[tuple[str, str]] = []
-        for assignment in plan.assignments:
+        for assignment in match(candidates, jobs, now=now).assignments:
             sha = files.get(assignment.job_id)
-            if sha is not None and not self.holds(assignment.serial, sha):
+            if sha is None:
+                continue
+            held = self.holds(assignment.serial, sha, working[assignment.serial].state)
+            if not held:
+                if len(out) >= min(spare, self._concurrency - len(self._inflight)):
+                    continue  # no room now: planned again in a later round
                 out.append((assignment.serial, sha))
+            self._earmarks[assignment.job_id] = assignment.serial
         return out
+
+    def prefer_held(
+        self,
+        assignments: Sequence[Assignment],
+        views: Mapping[str, PrinterView],
+        waiting: Sequence[JobRequest],
+        files: Mapping[str, str],
+        *,
+        now: float,
+    ) -> tuple[list[Assignment], list[str]]:
+        """The round's assignments, each free printer taking a job whose file it holds if it can.
+
+        A free printer given a job it must first upload takes instead, among the waiting jobs
+        of the same priority and due time that it fits, the first whose file it holds, else
+        (when its job is staged on another printer) the first staged nowhere else: FIFO order
+        bends among equals, priority never does. Returns the assignments and the ids of the
+        jobs passed over (they wait for the next round).
+        """
+        requests = {r.job_id: r for r in waiting}
+        taken = {a.job_id for a in assignments}
+        out: list[Assignment] = []
+        passed: list[str] = []
+        for assignment in assignments:
+            serial = assignment.serial
+            view = views[serial]
+            sha = files.get(assignment.job_id)
+            job = requests.get(assignment.job_id)
+            if job is None or sha is None or self.holds(serial, sha, view.state):
+                out.append(assignment)
+                continue
+            equals = [
+                r
+                for r in waiting
+                if r.job_id not in taken and r.priority == job.priority and r.due == job.due
+            ]
+            held = self._held.get(serial, set())
+            swap = self._first_fit(view, [r for r in equals if files.get(r.job_id) in held], now)
+            elsewhere = self._earmarks.get(assignment.job_id, serial) != serial
+            if swap is None and elsewhere:
+                free = [r for r in equals if self._earmarks.get(r.job_id, serial) == serial]
+                swap = self._first_fit(view, free[:_SWAP_CANDIDATES], now)
+            if swap is None:
+                out.append(assignment)
+                continue
+            out.append(swap)
+            taken.add(swap.job_id)
+            passed.append(assignment.job_id)
+        return out, passed
+
+    @staticmethod
+    def _first_fit(view: PrinterView, jobs: Sequence[JobRequest], now: float) -> Assignment | None:
+        for job in jobs:
+            fits = match([view], [job], now=now).assignments
+            if fits:
+                return fits[0]
+        return None
 
     def begin(self, serial: str, sha256: str, group: asyncio.TaskGroup) -> None:
         """Start pre-staging `sha256` to `serial` in `group`."""

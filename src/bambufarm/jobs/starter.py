@@ -71,14 +71,24 @@ class Starter:
 
     async def run(self, attempt: Attempt) -> None:
         """Upload (unless the printer has the file), write `starting`, send `project_file`."""
+        try:
+            await self._run(attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The task's boundary (even failing the attempt failed, e.g. the database is
+            # down): logged; the job is reconciled by the safety re-check or a restart.
+            logger.exception("job %d: start on %s not completed", attempt.job_id, attempt.printer)
+
+    async def _run(self, attempt: Attempt) -> None:
         serial, label = attempt.serial, attempt.printer
         try:
             handle = self._fleet.get(serial)
             await self._staging.settle(serial, attempt.sha256)
             if not self._staging.holds(serial, attempt.sha256, handle.state):
                 await self._upload(attempt)
-            if not await self._tracker.starting(attempt):
-                return
+            if not await self._tracker.starting(attempt) or attempt.cancel_requested:
+                return  # moved on, or cancelled while `starting` was written: nothing sent
             trays = [-1] * max((c.slot for c in attempt.trays), default=0)
             for choice in attempt.trays:
                 trays[choice.slot - 1] = choice.tray_id

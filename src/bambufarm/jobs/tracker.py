@@ -129,8 +129,13 @@ class Tracker:
             serials, self._dirty = self._dirty, set()
             for serial in serials:
                 attempt = self._by_serial.get(serial)
-                if attempt is not None:
+                if attempt is None:
+                    continue
+                try:
                     await self._guarded(self.observe(attempt), attempt)
+                except Exception:
+                    # The loop's boundary: a bug with one attempt must not stop the others.
+                    logger.exception("job %d on %s not followed", attempt.job_id, serial)
 
     async def _guarded(self, work: Awaitable[None], attempt: Attempt) -> None:
         try:
