@@ -172,10 +172,6 @@ async def test_light_speed_temperature_fan_ams_and_values_out_of_range(
     assert {(t["heater"], t["target"]) for t in temps} == {("bed", 55), ("nozzle", 200)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet.session.send raises KeyError after a command that expects no ack (pushall)",
-)
 async def test_pushall_asks_for_a_full_report(farm_api: FarmApi) -> None:
     serial = farm_api.printer(0).serial
     before = farm_api.farm.printer(serial).snapshot.state.report_count

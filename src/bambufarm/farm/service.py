@@ -23,9 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -34,20 +32,33 @@ from prometheus_client import CollectorRegistry
 from bambufarm.farm.files import PrinterFiles
 from bambufarm.farm.history import RETRY_S, EventRecorder, wall_clock_of
 from bambufarm.farm.metrics import FarmMetrics, FleetCollector
+from bambufarm.farm.printer_specs import (
+    FarmPrinter,
+    ImportOutcome,
+    ImportResult,
+    PrinterEdit,
+    PrinterSpec,
+    changed_fields,
+    edit_action,
+    link_of,
+    model_code,
+    pick,
+    printer_config,
+    public_details,
+    tls_policy,
+)
 from bambufarm.farm.probe import PROBE_TIMEOUT_S, ProbeResult, probe_printer
 from bambufarm.fleet.commands import CommandResult
-from bambufarm.fleet.config import FTPS_PORT, PrinterConfig, PrinterSnapshot, SessionOptions
+from bambufarm.fleet.config import PrinterConfig, SessionOptions
 from bambufarm.fleet.discovery import DiscoveredPrinter, DiscoveryListener
 from bambufarm.fleet.errors import FleetError
 from bambufarm.fleet.events import EventBus
 from bambufarm.fleet.handle import PrinterHandle
-from bambufarm.fleet.session import MQTT_PORT
 from bambufarm.fleet.supervisor import Fleet
-from bambufarm.fleet.tls import TlsMode, TlsPolicy
 from bambufarm.fleet.uploads import Uploader, UploadResult
 from bambufarm.protocol.errors import ModelError, ProtocolError
-from bambufarm.protocol.models import model_by_code, model_by_name, model_for_serial
-from bambufarm.settings import PrinterTlsMode, Settings
+from bambufarm.protocol.models import model_for_serial
+from bambufarm.settings import Settings
 from bambufarm.storage.audit import record_action
 from bambufarm.storage.db import Database
 from bambufarm.storage.errors import (
@@ -67,7 +78,7 @@ from bambufarm.storage.printers import (
     update_printer,
 )
 from bambufarm.storage.secrets import SecretBox
-from bambufarm.storage.unset import UNSET, Unset
+from bambufarm.storage.unset import UNSET
 
 logger = logging.getLogger(__name__)
 
@@ -77,75 +88,6 @@ IMPORT_CONCURRENCY: Final = 16
 
 Probe = Callable[[PrinterConfig], Awaitable[ProbeResult]]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class PrinterSpec:
-    """A printer to add; without a host, the discovery list must know its serial."""
-
-    serial: str
-    access_code: str = field(repr=False)
-    host: str | None = None
-    name: str = ""
-    model: str | None = None  # a model code ("C12") or name ("P1S"); None: find it out
-    mqtt_port: int | None = None
-    ftps_port: int | None = None
-    camera_port: int | None = None
-    enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class PrinterEdit:
-    """Changes to a printer; fields left UNSET keep their value, None resets a port."""
-
-    name: str | Unset = UNSET
-    model: str | Unset = UNSET
-    host: str | Unset = UNSET
-    access_code: str | Unset = field(default=UNSET, repr=False)
-    mqtt_port: int | Unset | None = UNSET
-    ftps_port: int | Unset | None = UNSET
-    camera_port: int | Unset | None = UNSET
-    enabled: bool | Unset = UNSET
-
-
-@dataclass(frozen=True, slots=True)
-class FarmPrinter:
-    """A printer as stored and as the fleet sees it right now."""
-
-    record: PrinterRecord
-    snapshot: PrinterSnapshot
-
-    @property
-    def serial(self) -> str:
-        """The printer's serial."""
-        return self.record.serial
-
-
-class ImportOutcome(StrEnum):
-    """What became of one printer of an import."""
-
-    ADDED = "added"
-    EXISTS = "exists"  # a printer with this serial is already in the farm: left as it is
-    FAILED = "failed"  # the connection test failed or a value was refused: not saved
-
-
-@dataclass(frozen=True, slots=True)
-class ImportResult:
-    """One printer of an import and what became of it."""
-
-    serial: str
-    outcome: ImportOutcome
-    detail: str
-    printer: FarmPrinter | None = None
-
-
-def tls_policy(settings: Settings) -> TlsPolicy:
-    """How the fleet trusts printer certificates, from the settings."""
-    match settings.printer_tls:
-        case PrinterTlsMode.INSECURE:
-            return TlsPolicy(TlsMode.INSECURE)
-        case PrinterTlsMode.VERIFY | PrinterTlsMode.TOFU:
-            return TlsPolicy.default(settings.data_dir, settings.printer_ca_file)
 
 
 class Farm:
@@ -332,7 +274,7 @@ class Farm:
                 raise DuplicatePrinter(f"a printer with serial {serial} is already added")
             announced = self._announced(serial)
             host = spec.host if spec.host is not None else self._host_from(announced, serial)
-            config = _printer_config(
+            config = printer_config(
                 serial=serial,
                 host=host,
                 access_code=spec.access_code,
@@ -363,7 +305,7 @@ class Farm:
                     actor,
                     "printer.add",
                     printer_serial=serial,
-                    details=_public_details(record, tested=probed is not None),
+                    details=public_details(record, tested=probed is not None),
                     at=now,
                 )
             self._records[serial] = record
@@ -398,17 +340,17 @@ class Farm:
         async with self._lock(serial):
             record = self._record(serial)
             old = self._config(record)
-            config = _printer_config(
+            config = printer_config(
                 serial=serial,
-                host=_pick(edit.host, old.host),
-                access_code=_pick(edit.access_code, old.access_code),
-                name=_pick(edit.name, record.name),
+                host=pick(edit.host, old.host),
+                access_code=pick(edit.access_code, old.access_code),
+                name=pick(edit.name, record.name),
                 model=model_code(edit.model) if isinstance(edit.model, str) else old.model,
-                mqtt_port=_pick(edit.mqtt_port, record.mqtt_port),
-                ftps_port=_pick(edit.ftps_port, record.ftps_port),
+                mqtt_port=pick(edit.mqtt_port, record.mqtt_port),
+                ftps_port=pick(edit.ftps_port, record.ftps_port),
             )
-            link_changed = _link(config) != _link(old)
-            enabled = _pick(edit.enabled, record.enabled)
+            link_changed = link_of(config) != link_of(old)
+            enabled = pick(edit.enabled, record.enabled)
             if test and link_changed and enabled:
                 await self._probe(config)
             changes = PrinterChanges(
@@ -427,9 +369,9 @@ class Farm:
                 await record_action(
                     session,
                     actor,
-                    _edit_action(record, updated),
+                    edit_action(record, updated),
                     printer_serial=serial,
-                    details={"changed": _changed_fields(edit)},
+                    details={"changed": changed_fields(edit)},
                     at=now,
                 )
             self._records[serial] = updated
@@ -538,7 +480,7 @@ class Farm:
         return self._locks.setdefault(serial, asyncio.Lock())
 
     def _config(self, record: PrinterRecord) -> PrinterConfig:
-        return _printer_config(
+        return printer_config(
             serial=record.serial,
             host=record.host,
             access_code=record.access_code(self._box),
@@ -590,77 +532,6 @@ class Farm:
                 f"the model of printer {serial} cannot be told from its serial and the printer "
                 "did not say; give the model (e.g. P1S)"
             ) from None
-
-
-def _printer_config(
-    *,
-    serial: str,
-    host: str,
-    access_code: str,
-    name: str,
-    model: str,
-    mqtt_port: int | None,
-    ftps_port: int | None,
-) -> PrinterConfig:
-    try:
-        return PrinterConfig(
-            serial=serial,
-            host=host.strip(),
-            access_code=access_code,
-            name=name.strip(),
-            model=model,
-            mqtt_port=mqtt_port or MQTT_PORT,
-            ftps_port=ftps_port or FTPS_PORT,
-        )
-    except ValueError as err:
-        # PrinterConfig's messages name fields and serials, never the access code.
-        raise InvalidValue(str(err)) from None
-
-
-def _link(config: PrinterConfig) -> tuple[str, int, int, str]:
-    """What decides whether a connection works: address, ports and access code."""
-    return (config.host, config.mqtt_port, config.ftps_port, config.access_code)
-
-
-def model_code(model: str) -> str:
-    """A model code from a code ("C12") or a name ("P1S", "a1 mini")."""
-    text = model.strip()
-    for lookup in (model_by_code, model_by_name):
-        try:
-            return lookup(text).code
-        except ModelError:
-            continue
-    raise InvalidValue(f"unknown printer model {text[:40]!r}; give a name such as P1S or X1C")
-
-
-def _pick(value: T | Unset, current: T) -> T:
-    return current if isinstance(value, Unset) else value
-
-
-def _changed_fields(edit: PrinterEdit) -> list[str]:
-    names = [
-        "name", "model", "host", "access_code", "mqtt_port", "ftps_port", "camera_port", "enabled",
-    ]  # fmt: skip
-    return [name for name in names if not isinstance(getattr(edit, name), Unset)]
-
-
-def _edit_action(before: PrinterRecord, after: PrinterRecord) -> str:
-    if before.enabled != after.enabled:
-        return "printer.enable" if after.enabled else "printer.disable"
-    return "printer.update"
-
-
-def _public_details(record: PrinterRecord, *, tested: bool) -> dict[str, Any]:
-    """What the audit log keeps about a printer: never its access code."""
-    return {
-        "name": record.name,
-        "model": record.model_code,
-        "host": record.host,
-        "mqtt_port": record.mqtt_port,
-        "ftps_port": record.ftps_port,
-        "enabled": record.enabled,
-        "tested": tested,
-    }
 
 
 __all__ = [
