@@ -124,6 +124,7 @@ class Farm:
         self._locks: dict[str, asyncio.Lock] = {}
         self._recorder: EventRecorder | None = None
         self._recorder_task: asyncio.Task[None] | None = None
+        self._loader: asyncio.Task[None] | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self.metrics = FarmMetrics(registry)
         registry.register(FleetCollector(fleet, lambda: self._recorder))
@@ -172,10 +173,15 @@ class Farm:
         self.files.clean_scratch()
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.fleet)
-            records = await self._load_records()
-            for record in records:
-                self._records[record.serial] = record
-                self.fleet.add(self._config(record), enabled=record.enabled)
+            try:
+                self._join(await self._load_records())
+            except StorageError as err:
+                # The API still answers (503s that say why); the printers join when it is back.
+                logger.warning(
+                    "printers not loaded: %s; retrying every %g s", err, self._history_retry_s
+                )
+                self._loader = asyncio.create_task(self._load_later(), name="load-printers")
+                stack.push_async_callback(self._stop_loader)
             self._recorder = EventRecorder(
                 self.bus, self.database, wall_time=self.wall_time, retry_s=self._history_retry_s
             )
@@ -186,6 +192,36 @@ class Farm:
                 stack.push_async_callback(self.discovery.close)
             self._stack = stack.pop_all()
         logger.info("farm started with %d printer(s)", len(self._records))
+
+    def _join(self, records: list[PrinterRecord]) -> None:
+        """Put loaded printers into the fleet (any added through the API meanwhile stay)."""
+        for record in records:
+            if record.serial not in self._records:
+                self._records[record.serial] = record
+                self.fleet.add(self._config(record), enabled=record.enabled)
+
+    async def _load_later(self) -> None:
+        """Load the printers once the database answers (it was down at start)."""
+        while True:
+            await asyncio.sleep(self._history_retry_s)
+            try:
+                records = await self._load_records()
+            except StorageError as err:
+                logger.debug("printers still not loaded: %s", err)
+                continue
+            except Exception:
+                # The task's boundary: without it the farm would silently stay empty.
+                logger.exception("loading the printers failed; the farm stays without them")
+                return
+            self._join(records)
+            logger.info("the database is back: %d printer(s) loaded", len(records))
+            return
+
+    async def _stop_loader(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader.cancel()
+            await asyncio.wait([loader])
 
     async def stop(self) -> None:
         """Close every printer session, store the last events, stop the FTPS workers."""
