@@ -29,6 +29,9 @@ CONFIG_ENV = "BAMBUFARM_CONFIG"
 # Variables under this prefix belong to the test suite (e.g. BAMBUFARM_TEST_PG_URL), not to the
 # server, so they are not "unknown settings".
 RESERVED_ENV_PREFIX = "BAMBUFARM_TEST_"
+# The CLI's client variables: an operator exports them for `bambufarm printers ...`, and a
+# `bambufarm serve` started from the same shell must not refuse them as unknown settings.
+CLIENT_ENV = frozenset({"BAMBUFARM_URL", "BAMBUFARM_API_KEY"})
 DATABASE_FILE = "bambufarm.db"
 _PATH_FIELDS = frozenset({"data_dir", "tls_cert", "tls_key", "printer_ca_file"})
 # Fernet keys are 32 random bytes in URL-safe base64: 44 characters with one "=" of padding.
@@ -184,7 +187,9 @@ def load_settings(config_file: Path | None = None) -> Settings:
 
 
 def _reject_unknown_env(env: Mapping[str, str]) -> None:
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_ENV}
+    known = (
+        {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_ENV} | CLIENT_ENV
+    )
     unknown = sorted(
         name
         for name in env

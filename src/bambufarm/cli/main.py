@@ -34,5 +34,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # At DEBUG the websockets library logs handshake headers, Authorization included.
+    logging.getLogger("websockets").setLevel(logging.INFO)
     tune_asyncio_tls()
     app()
