@@ -121,3 +121,16 @@ def test_a_free_printer_leaves_a_job_staged_elsewhere_to_that_printer(tmp_path: 
     chosen, passed = stage.prefer_held(plan.assignments, {B: free}, jobs, FILES, now=0.0)
     assert [(a.job_id, a.serial) for a in chosen] == [("2", B)]
     assert passed == ["1"]
+
+
+def test_a_job_is_passed_over_for_held_files_a_few_times_only(tmp_path: Path) -> None:
+    stage = staging(tmp_path)
+    stage.add(A, FILES["2"])
+    free = view(A, gcode_state="IDLE")
+    jobs = [job("1", created=1), job("2", created=2)]
+    plan = match([free], jobs, now=0.0)
+    taken = []
+    for _ in range(5):
+        chosen, _passed = stage.prefer_held(plan.assignments, {A: free}, jobs, FILES, now=0.0)
+        taken.append(chosen[0].job_id)
+    assert taken == ["2", "2", "2", "1", "1"]

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from bambufarm.fleet.errors import FleetError
@@ -44,6 +45,9 @@ _ENDED = frozenset({GcodeState.FINISH, GcodeState.FAILED})
 # How many jobs staged nowhere a free printer tries before taking one staged elsewhere: each
 # try is a one-printer match (~20 µs), and the first of the right model usually fits.
 _SWAP_CANDIDATES = 50
+# A job passed over this often for files already on printers is not passed over again: a job
+# moved to the head of its priority must not wait behind every staged file in the farm.
+_MAX_PASSES = 3
 # A printer that does not say how long it has left is guessed last to be free (a day).
 _UNKNOWN_END_S = 86_400.0
 
@@ -64,6 +68,7 @@ class Staging:
         self._held: dict[str, set[str]] = {}  # serial -> sha256 of files on its card
         self._inflight: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._earmarks: dict[str, str] = {}  # job id -> serial its file is staged for
+        self._passed: Counter[str] = Counter()  # job id -> times passed over for a held file
         self.staged = 0  # pre-stage uploads completed
         self.staged_bytes = 0
         self.staged_s = 0.0  # summed durations of those transfers
@@ -173,10 +178,12 @@ class Staging:
         A free printer given a job it must first upload takes instead, among the waiting jobs
         of the same priority and due time that it fits, the first whose file it holds, else
         (when its job is staged on another printer) the first staged nowhere else: FIFO order
-        bends among equals, priority never does. Returns the assignments and the ids of the
-        jobs passed over (they wait for the next round).
+        bends among equals, priority never does, and no job is passed over more than
+        `_MAX_PASSES` times. Returns the assignments and the ids of the jobs passed over (they
+        wait for the next round).
         """
         requests = {r.job_id: r for r in waiting}
+        self._passed = Counter({k: n for k, n in self._passed.items() if k in requests})
         taken = {a.job_id for a in assignments}
         out: list[Assignment] = []
         passed: list[str] = []
@@ -185,7 +192,12 @@ class Staging:
             view = views[serial]
             sha = files.get(assignment.job_id)
             job = requests.get(assignment.job_id)
-            if job is None or sha is None or self.holds(serial, sha, view.state):
+            if (
+                job is None
+                or sha is None
+                or self._passed[job.job_id] >= _MAX_PASSES
+                or self.holds(serial, sha, view.state)
+            ):
                 out.append(assignment)
                 continue
             equals = [
@@ -205,6 +217,7 @@ class Staging:
             out.append(swap)
             taken.add(swap.job_id)
             passed.append(assignment.job_id)
+            self._passed[assignment.job_id] += 1
         return out, passed
 
     @staticmethod
