@@ -323,14 +323,30 @@ async def _until_done(db: Database, total: int, limit_s: float) -> float:
     raise TimeoutError(f"jobs not finished within {limit_s:g} s")
 
 
-def _latencies(samples: Samples) -> list[float]:
-    """Per clear: seconds to the next project_file sent to that printer (within 5 min)."""
+def _latencies(
+    samples: Samples, starts: Iterable[tuple[str, float, str]]
+) -> list[tuple[float, str]]:
+    """Per clear: seconds to the next project_file sent to that printer (within 5 min), and
+    how that start's file got to the printer ("held", "staging" in flight, "upload")."""
     out = []
     for serial, cleared in samples.clears:
-        later = [t for s, t in samples.sends if s == serial and t >= cleared]
-        if later and min(later) - cleared < 300:
-            out.append(min(later) - cleared)
+        later = [(t, how) for s, t, how in starts if s == serial and t >= cleared]
+        if later:
+            first, how = min(later)
+            if first - cleared < 300:
+                out.append((first - cleared, how))
     return out
+
+
+def _summary(latencies: list[float]) -> dict[str, object]:
+    return {
+        "count": len(latencies),
+        "within_1s": sum(1 for x in latencies if x <= 1.0),
+        "p50_s": percentile(latencies, 50) if latencies else None,
+        "p95_s": percentile(latencies, 95) if latencies else None,
+        "max_s": max(latencies) if latencies else None,
+        "all_s": sorted(round(x, 3) for x in latencies),
+    }
 
 
 def _measurements(
@@ -341,21 +357,17 @@ def _measurements(
     active = [n for n in samples.upload_active if n > 0]
     upload_time = len(active) * SAMPLE_S
     total_bytes = stats.upload_bytes + staging.staged_bytes
-    latencies = _latencies(samples)
+    timed = _latencies(samples, stats.starts)
     first_send = min((t for _, t in samples.sends), default=started)
     return {
         "jobs": jobs,
         "makespan_s": done_at - first_send,
         "utilisation_running": samples.running / max(1, samples.printer_samples),
         "utilisation_working": samples.working / max(1, samples.printer_samples),
-        "clear_to_start": {
-            "count": len(latencies),
-            "within_1s": sum(1 for x in latencies if x <= 1.0),
-            "all_s": sorted(round(x, 3) for x in latencies),
-            "p50_s": percentile(latencies, 50) if latencies else None,
-            "p95_s": percentile(latencies, 95) if latencies else None,
-            "max_s": max(latencies) if latencies else None,
-        },
+        "clear_to_start": _summary([x for x, _ in timed]),
+        # Only the starts whose file was on the printer when it was cleared.
+        "clear_to_start_held": _summary([x for x, how in timed if how == "held"]),
+        "clear_to_start_by_file": dict(Counter(how for _, how in timed)),
         "uploads": {
             "dispatch_transfers": stats.uploads,
             "prestage_transfers": staging.staged,
@@ -392,6 +404,8 @@ def report(
     rows = []
     for name, run in runs.items():
         lat = run["clear_to_start"]
+        held = run["clear_to_start_held"]
+        assert isinstance(held, dict)
         up = run["uploads"]
         disp = run["dispatcher"]
         assert isinstance(lat, dict)
@@ -402,6 +416,7 @@ def report(
             f"{_pct(run['utilisation_running'])} / {_pct(run['utilisation_working'])}",
             _s(lat["p50_s"]), _s(lat["p95_s"]), _s(lat["max_s"]),
             f"{lat['within_1s']} of {lat['count']}",
+            f"{held['count']}: {_s(held['p50_s'])} / {_s(held['max_s'])}",
             f"{up['dispatch_transfers']} + {up['prestage_transfers']}",
             f"{up['peak_concurrency']} / {up['mean_concurrency']:.1f}",
             f"{up['aggregate_Bps'] / 1e6:.2f} MB/s",
@@ -413,7 +428,8 @@ def report(
         f"Dispatch: {args.jobs} jobs over {args.printers} printers",
         [
             "run", "makespan", "utilisation (running / working)", "cleared→project_file p50",
-            "p95", "max", "≤ 1 s", "uploads (dispatch + pre-staged)", "concurrency peak / mean",
+            "p95", "max", "≤ 1 s", "file already on the printer: n, p50 / max",
+            "uploads (dispatch + pre-staged)", "concurrency peak / mean",
             "aggregate upload", "per transfer vs raw", "dispatcher CPU per job / per round",
             "rounds",
         ],

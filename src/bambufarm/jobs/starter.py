@@ -13,6 +13,7 @@ process can reconcile (see `reconcile`):
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +44,9 @@ class DispatchStats:
     upload_s: float = 0.0  # summed durations of the transfers
     starts_sent: int = 0
     start_sent_at: dict[str, float] = field(default_factory=dict)  # serial -> last send, clock
+    # (serial, clock at project_file, how the file got there: "held", "staging", "upload"),
+    # the latest starts only: a server runs for months.
+    starts: deque[tuple[str, float, str]] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 class Starter:
@@ -84,8 +88,10 @@ class Starter:
         serial, label = attempt.serial, attempt.printer
         try:
             handle = self._fleet.get(serial)
+            how = "staging" if self._staging.in_flight(serial) == attempt.sha256 else "held"
             await self._staging.settle(serial, attempt.sha256)
             if not self._staging.holds(serial, attempt.sha256, handle.state):
+                how = "upload"
                 await self._upload(attempt)
             if not await self._tracker.starting(attempt) or attempt.cancel_requested:
                 return  # moved on, or cancelled while `starting` was written: nothing sent
@@ -93,7 +99,8 @@ class Starter:
             for choice in attempt.trays:
                 trays[choice.slot - 1] = choice.tray_id
             self._stats.starts_sent += 1
-            self._stats.start_sent_at[serial] = self._clock()
+            self._stats.start_sent_at[serial] = now = self._clock()
+            self._stats.starts.append((serial, now, how))
             attempt.reports_at_send = handle.state.report_count
             result = await handle.start_print(
                 attempt.remote, plate=attempt.plate, ams_mapping=trays or None,
