@@ -193,7 +193,16 @@ def test_wait_summary_counts_reasons_most_actionable_first() -> None:
             reason("D", WaitReason.NOT_TARGETED),
         ]
     )
-    assert text == "waiting: none of 3 printers fits now — 1 plate not cleared, 2 busy"
+    assert text == "waiting: none of 3 candidate printers fits now (plate not cleared, busy)"
+    # How many printers are busy changes all the time; the summary does not.
+    fewer = wait_summary(
+        [
+            reason("A", WaitReason.PLATE_NOT_CLEARED),
+            reason("B", WaitReason.PLATE_NOT_CLEARED),
+            reason("C", WaitReason.BUSY, "printing y (80 %)"),
+        ]
+    )
+    assert fewer == text
     one = wait_summary([reason("A", WaitReason.MISSING_FILAMENT, "no PLA #FFFFFF loaded")])
     assert one == "waiting for A: no PLA #FFFFFF loaded"
     # A busy printer's detail moves every round; the summary must not.

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Final
 
 from bambufarm.jobs.dispatch import TrayChoice
@@ -53,15 +54,17 @@ class Sighting(StrEnum):
     IDLE = "idle"  # ours, but the printer went idle: it stopped or never began
 
 
-_SIGHTINGS: Final = {
-    GcodeState.PREPARE: Sighting.PREPARING,
-    GcodeState.SLICING: Sighting.PREPARING,
-    GcodeState.RUNNING: Sighting.RUNNING,
-    GcodeState.PAUSE: Sighting.PAUSED,
-    GcodeState.FINISH: Sighting.FINISHED,
-    GcodeState.FAILED: Sighting.FAILED,
-    GcodeState.IDLE: Sighting.IDLE,
-}
+_SIGHTINGS: Final = MappingProxyType(
+    {
+        GcodeState.PREPARE: Sighting.PREPARING,
+        GcodeState.SLICING: Sighting.PREPARING,
+        GcodeState.RUNNING: Sighting.RUNNING,
+        GcodeState.PAUSE: Sighting.PAUSED,
+        GcodeState.FINISH: Sighting.FINISHED,
+        GcodeState.FAILED: Sighting.FAILED,
+        GcodeState.IDLE: Sighting.IDLE,
+    }
+)
 
 
 def task_id_for(batch: str, copy_index: int, attempt: int) -> int:
@@ -102,6 +105,7 @@ class Attempt:
     cancel_requested: bool = False
     stop_reason: str | None = None  # why we stopped it (None: the operator cancelled)
     progress: int | None = None  # last recorded, percent
+    progress_at: float = float("-inf")  # when it was recorded (the dispatcher's clock)
     uploaded: int = 0  # bytes sent so far
     recorded_upload: int = -1  # upload percent last written
     reports_at_send: int = 0  # the printer's report count when project_file went out

@@ -134,6 +134,7 @@ class Dispatcher:
             policy=self.options.retry,
             wall_clock=wall_clock,
             wakeup=wakeup,
+            clock=clock,
         )
         self.stats = DispatchStats()
         self._starter = Starter(

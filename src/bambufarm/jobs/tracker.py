@@ -6,7 +6,8 @@ burst of reports or a lost event costs nothing, because each look reads the prin
 state. Per sighting:
 
 * PREPARE/RUNNING → `printing` (history row started), with progress, layer and time left
-  written when the whole percent changes; PREPARE arms the watchdog's prepare limit;
+  written when the whole percent changes (at most every `PROGRESS_EVERY_S`); PREPARE arms
+  the watchdog's prepare limit;
 * PAUSE → `paused`; FINISH → `awaiting_clear` (or `done` when the plate clears itself) and
   the plate gate closes; FAILED → `failed` with the printer's decoded reason, the gate closes,
   and the policy may queue the job again (a new attempt, never the same one twice).
@@ -49,6 +50,10 @@ from bambufarm.storage.plates import mark_ended
 logger = logging.getLogger(__name__)
 
 _P, _Z = JobState.PRINTING, JobState.PAUSED
+# Progress is written when the whole percent changes, at most this often per job: a 2-hour
+# print moves a percent every 72 s anyway, while a farm of short prints (or a compressed
+# simulation) must not turn every report into a database write.
+PROGRESS_EVERY_S = 5.0
 # print_error of an unreadable job file (protocol.md §8.2): the staged copy is unusable.
 _FILE_ERROR = 0x0500_C010
 
@@ -67,6 +72,7 @@ class Tracker:
         policy: RetryPolicy,
         wall_clock: Callable[[], datetime],
         wakeup: Wakeup,
+        clock: Callable[[], float],
     ) -> None:
         self._db = database
         self._fleet = fleet
@@ -75,6 +81,7 @@ class Tracker:
         self._limits = limits
         self._policy = policy
         self._wall = wall_clock
+        self._clock = clock
         self._wakeup = wakeup
         self._by_job: dict[int, Attempt] = {}
         self._by_serial: dict[str, Attempt] = {}
@@ -203,7 +210,13 @@ class Tracker:
         elif not preparing and watched is not None:
             self._watchdog.disarm(attempt.job_id)
         job = state.job
-        if not preparing and job.progress is not None and job.progress != attempt.progress:
+        now = self._clock()
+        if (
+            not preparing
+            and job.progress is not None
+            and job.progress != attempt.progress
+            and (now - attempt.progress_at >= PROGRESS_EVERY_S or job.progress >= 100)
+        ):
             remaining = None if job.remaining_minutes is None else job.remaining_minutes * 60
             async with self._db.session() as session:
                 await update_progress(
@@ -212,6 +225,7 @@ class Tracker:
                     layer=job.layer, remaining_s=remaining, now=self._wall(),
                 )  # fmt: skip
             attempt.progress = job.progress
+            attempt.progress_at = now
 
     async def _finished(self, attempt: Attempt, state: PrinterState) -> None:
         await self._confirm(attempt, state)

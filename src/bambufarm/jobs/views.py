@@ -6,7 +6,6 @@ stored job and its file's 3MF metadata into a `JobRequest`; `wait_summary` conde
 per-printer reasons into the one line kept on the job ("2 busy, 1 plate not cleared").
 """
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Final
 
@@ -25,6 +24,7 @@ from bambufarm.storage.jobs import JobRecord
 from bambufarm.storage.library import BlobRecord
 
 # How the summary names each reason, in the order it lists them (most actionable first).
+# The number of candidates changes only when printers are added or removed.
 _WORDS: Final = (
     (WaitReason.PLATE_NOT_CLEARED, "plate not cleared"),
     (WaitReason.MISSING_FILAMENT, "missing filament"),
@@ -97,7 +97,12 @@ def job_request(record: JobRecord, blob: BlobRecord, *, color_tolerance: float) 
 
 
 def wait_summary(reasons: Sequence[CandidateReason]) -> str:
-    """One line for the job: why no printer takes it now."""
+    """One line for the job: why no printer takes it now.
+
+    It names the kinds of reasons, not how many printers give each: the counts move with
+    every print that starts or ends, and a summary that changes is a database write for
+    every waiting job in every round. The per-printer reasons carry the detail.
+    """
     if not reasons:
         return "waiting: there are no printers in the farm"
     relevant = [r for r in reasons if r.reason is not WaitReason.NOT_TARGETED]
@@ -106,9 +111,9 @@ def wait_summary(reasons: Sequence[CandidateReason]) -> str:
     if len(relevant) == 1 and relevant[0].reason in _STABLE_DETAIL:
         only = relevant[0]
         return f"waiting for {only.serial}: {only.detail}"
-    counts = Counter(r.reason for r in relevant)
-    parts = [f"{counts[reason]} {words}" for reason, words in _WORDS if counts[reason]]
+    kinds = {r.reason for r in relevant}
+    words = ", ".join(text for reason, text in _WORDS if reason in kinds)
     total = len(relevant)
-    return f"waiting: none of {total} printer{'s' if total != 1 else ''} fits now — " + ", ".join(
-        parts
+    return (
+        f"waiting: none of {total} candidate printer{'s' if total != 1 else ''} fits now ({words})"
     )
