@@ -3,9 +3,10 @@
 In this order, and only in this order, so that a crash anywhere leaves a state the next
 process can reconcile (see `reconcile`):
 
-1. the file: nothing to do when the printer holds it (pre-staged, or an earlier copy);
-   otherwise an upload through the fleet's `Uploader` (one transfer per printer, a global
-   limit), under the watchdog's upload limit; a pre-stage of another file is aborted first;
+1. the file: nothing to do when the printer holds it (pre-staged, or an earlier copy), even
+   while another file is being pre-staged to it; otherwise the pre-stage of this file is
+   awaited, or one of another file aborted, and the file uploaded through the fleet's
+   `Uploader` (one transfer per printer, a global limit) under the watchdog's upload limit;
 2. `starting` written (compare-and-set on the attempt) — the write-ahead record;
 3. `project_file` sent once, with the attempt's task id; never re-sent. A refusal fails the
    attempt (the policy may retry it); no answer leaves it to the printer's reports.
@@ -88,11 +89,15 @@ class Starter:
         serial, label = attempt.serial, attempt.printer
         try:
             handle = self._fleet.get(serial)
-            how = "staging" if self._staging.in_flight(serial) == attempt.sha256 else "held"
-            await self._staging.settle(serial, attempt.sha256)
+            how = "held"
             if not self._staging.holds(serial, attempt.sha256, handle.state):
-                how = "upload"
-                await self._upload(attempt)
+                # Only a start that must upload waits for (or aborts) a pre-stage in flight:
+                # an aborted transfer whose bytes are all sent still waits for the printer.
+                how = "staging" if self._staging.in_flight(serial) == attempt.sha256 else "upload"
+                await self._staging.settle(serial, attempt.sha256)
+                if not self._staging.holds(serial, attempt.sha256, handle.state):
+                    how = "upload"
+                    await self._upload(attempt)
             if not await self._tracker.starting(attempt) or attempt.cancel_requested:
                 return  # moved on, or cancelled while `starting` was written: nothing sent
             trays = [-1] * max((c.slot for c in attempt.trays), default=0)
