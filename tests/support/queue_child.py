@@ -49,6 +49,8 @@ async def run(args: argparse.Namespace) -> None:
             database=database, fleet=fleet, library=library, wakeup=Wakeup(), options=options
         )
         recovery = await dispatcher.start()
+        if recovery is None:
+            raise SystemExit("the test database could not be reached")
         print(f"ready {len(recovery.requeued)} {len(recovery.resumed)}", flush=True)
         try:
             await asyncio.Event().wait()  # until killed: that is the point of this process

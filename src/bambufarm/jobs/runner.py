@@ -93,6 +93,7 @@ class DispatcherOptions:
     round_gap_s: float = 0.1  # at most 10 rounds a second, whatever the rate of pokes
     color_tolerance: float = 0.0  # CIE76 ΔE between the file's and the tray's colour
     max_jobs_per_round: int = MAX_LIMIT  # the head of the queue a round considers
+    storage_retry_s: float = 5.0  # start-up reconciliation retried while the database is down
 
 
 def _utc_now() -> datetime:
@@ -159,19 +160,42 @@ class Dispatcher:
         """True between `start()` and `stop()`."""
         return self._task is not None
 
-    async def start(self) -> Recovery:
-        """Reconcile jobs a previous process left on printers, then start dispatching."""
+    async def start(self) -> Recovery | None:
+        """Reconcile jobs a previous process left on printers, then start dispatching.
+
+        Returns what reconciliation found, or None when the database cannot be reached: the
+        server still starts (its API answers 503s that say why) and reconciliation is retried
+        in the background. Nothing is dispatched before it succeeds, so a job a previous
+        process left printing is never started a second time.
+        """
         if self._task is not None:
-            return self.recovery or Recovery((), ())
+            return self.recovery
         # Subscribed before reconciling, so no report between the two is missed.
         self._subscription = self._fleet.bus.subscribe(kinds=_EVENTS, maxsize=_QUEUE_DEPTH)
+        try:
+            await self._recover()
+        except StorageError as err:
+            logger.warning(
+                "queue not started: %s; retrying every %g s", err, self.options.storage_retry_s
+            )
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+        return self.recovery
+
+    async def _recover(self) -> None:
         self.recovery = await recover(
             database=self._db, fleet=self._fleet, tracker=self.tracker,
             watchdog=self.watchdog, limits=self.options.limits, wall_clock=self._wall,
         )  # fmt: skip
-        self._task = asyncio.create_task(self._run(), name="dispatcher")
         self._wakeup.poke("dispatcher started")
-        return self.recovery
+
+    async def _recover_when_reachable(self) -> None:
+        while self.recovery is None:
+            await asyncio.sleep(self.options.storage_retry_s)
+            try:
+                await self._recover()
+            except StorageError as err:
+                logger.debug("queue still not started: %s", err)
+        logger.info("the database is reachable again: the queue runs")
 
     async def stop(self) -> None:
         """Stop dispatching; uploads in flight are aborted, printers keep what they print."""
@@ -184,6 +208,8 @@ class Dispatcher:
                 await task
 
     async def _run(self) -> None:
+        if self.recovery is None:
+            await self._recover_when_reachable()
         try:
             # Every task below catches its own errors; should one still escape, the group
             # ends and that is logged here (the process keeps serving everything else).
