@@ -86,10 +86,24 @@ def load_shell(assets: AssetTable, directory: Path = TEMPLATE_DIR) -> Shell:
     return Shell(Template((directory / "shell.html").read_text(encoding="utf-8")), assets)
 
 
+NAV_LINKS: Final = (
+    ("/", "fleet", "Fleet"),
+    ("/queue", "queue", "Queue"),
+    ("/library", "library", "Library"),
+    ("/history", "history", "History"),
+    ("/settings", "settings", "Settings"),
+)
+
+
 def _nav(page: str) -> Html:
-    current = {"aria-current": "page"} if page == "fleet" else {}
-    link = element("a", {"href": "/", **current}, "Fleet")
-    return Html(f'<nav class="topnav" aria-label="Main">{link}</nav>')
+    links = []
+    for href, name, label in NAV_LINKS:
+        # A printer's page belongs to the fleet section.
+        current = name == page or (name == "fleet" and page == "printer")
+        links.append(
+            element("a", {"href": href, "aria-current": "page" if current else False}, label)
+        )
+    return Html(f'<nav class="topnav" aria-label="Main">{join(*links)}</nav>')
 
 
 def _account(user: SignedInUser) -> Html:

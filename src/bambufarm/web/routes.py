@@ -58,6 +58,13 @@ STALE_CACHE: Final = "no-cache"
 # Serials are 15 characters today; the pattern only keeps odd bytes out of the page.
 SERIAL_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_NEXT: Final = 2000
+# The pages besides the fleet and a printer's: (path, page name, title, component).
+SECTIONS: Final = (
+    ("/queue", "queue", "Queue", "queue-page"),
+    ("/library", "library", "Library", "library-page"),
+    ("/history", "history", "History", "history-page"),
+    ("/settings", "settings", "Settings", "settings-page"),
+)
 
 
 def web_router(assets: AssetTable | None = None) -> APIRouter:
@@ -72,6 +79,18 @@ def web_router(assets: AssetTable | None = None) -> APIRouter:
         return await _page(
             request, services, shell, title="Fleet", page="fleet", main=element("fleet-dashboard")
         )
+
+    def section(path: str, page: str, title: str, component: str) -> None:
+        async def section_page(request: Request, services: ServicesDep) -> Response:
+            return await _page(
+                request, services, shell, title=title, page=page, main=element(component)
+            )
+
+        section_page.__doc__ = f"The {title.lower()} page."
+        router.add_api_route(path, section_page, methods=["GET"], name=f"{page}_page")
+
+    for path, page, title, component in SECTIONS:
+        section(path, page, title, component)
 
     @router.get("/printers/{serial}")
     async def printer_page(

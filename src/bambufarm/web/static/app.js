@@ -3,10 +3,14 @@
 
 import { api } from "./api.js";
 import { FleetDashboard } from "./fleet-dashboard.js";
+import { HistoryPage } from "./history-page.js";
+import { LibraryPage } from "./library-page.js";
 import { LoginForm } from "./login-form.js";
 import { PasswordForm } from "./password-form.js";
 import { PrinterCard } from "./printer-card.js";
 import { PrinterDetail } from "./printer-detail.js";
+import { QueuePage } from "./queue-page.js";
+import { SettingsPage } from "./settings-page.js";
 
 const THEME_KEY = "bf-theme";
 
@@ -15,6 +19,10 @@ customElements.define("fleet-dashboard", FleetDashboard);
 customElements.define("printer-detail", PrinterDetail);
 customElements.define("login-form", LoginForm);
 customElements.define("password-form", PasswordForm);
+customElements.define("queue-page", QueuePage);
+customElements.define("library-page", LibraryPage);
+customElements.define("history-page", HistoryPage);
+customElements.define("settings-page", SettingsPage);
 
 function currentTheme() {
   const chosen = document.documentElement.dataset.theme;

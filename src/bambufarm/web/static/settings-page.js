@@ -1,0 +1,9 @@
+// The settings page (placeholder until its component lands): says so instead of showing nothing.
+
+import { h, replaceChildren } from "./dom.js";
+
+export class SettingsPage extends HTMLElement {
+  connectedCallback() {
+    replaceChildren(this, h("h1", {}, "Settings"), h("p", { class: "notice" }, "This page is being built."));
+  }
+}
