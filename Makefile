@@ -14,7 +14,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Start the demo (simulated mixed fleet; the server joins it as it lands).
+# Start the demo: the server (API and web UI) with a mixed simulated fleet on SQLite.
 run: $(STAMP)
 	$(BIN)/bambufarm demo
 

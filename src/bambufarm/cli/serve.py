@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="PEM private key of --tls-cert.", dir_okay=False),
         ] = None,
     ) -> None:
-        """Run the print-farm server: the API (and later the fleet) until Ctrl-C."""
+        """Run the print-farm server (API, web UI, fleet, queue) until Ctrl-C."""
         settings = settings_or_exit(
             config,
             host=host,
