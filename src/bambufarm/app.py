@@ -24,6 +24,9 @@ from bambufarm.auth.passwords import Passwords
 from bambufarm.auth.ratelimit import LoginLimiter
 from bambufarm.auth.sessions import prune_sessions
 from bambufarm.farm.service import Farm
+from bambufarm.farm.telemetry_history import TemperatureHistory
+from bambufarm.fleet.camera import CameraHub
+from bambufarm.fleet.tls import PinStore, TlsMode, TlsPolicy
 from bambufarm.jobs.library import Library
 from bambufarm.jobs.plate import PlateGate
 from bambufarm.jobs.queue import JobQueue
@@ -52,6 +55,7 @@ class Services:
     __slots__ = (
         "_prune_interval_s",
         "_pruner",
+        "camera",
         "clock",
         "database",
         "dispatcher",
@@ -64,6 +68,7 @@ class Services:
         "queue",
         "secret_box",
         "settings",
+        "temperatures",
         "version",
     )
 
@@ -80,6 +85,7 @@ class Services:
         prune_interval_s: float = PRUNE_INTERVAL_S,
         farm: Farm | None = None,
         dispatcher_options: DispatcherOptions | None = None,
+        camera: CameraHub | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -115,6 +121,9 @@ class Services:
             options=dispatcher_options,
             wall_clock=clock,
         )
+        # The printer page: the last hour of temperatures, and the cameras, one upstream each.
+        self.temperatures = TemperatureHistory.of_fleet(self.farm.fleet)
+        self.camera = camera if camera is not None else camera_hub(self.farm.fleet.tls)
         self.version = __version__
         self._prune_interval_s = prune_interval_s
         self._pruner: asyncio.Task[None] | None = None
@@ -136,6 +145,8 @@ class Services:
         """Start background work; idempotent."""
         if self._pruner is None:
             self._pruner = asyncio.create_task(self._prune_forever(), name="prune-sessions")
+            # Before the printers, so their first reports are sampled.
+            self.temperatures.start()
             await self.farm.start()
             # After the printers: jobs a crash left on them are recognised from their reports.
             await self.dispatcher.start()
@@ -146,6 +157,8 @@ class Services:
         try:
             # The dispatcher before the printers it drives; printers keep printing meanwhile.
             await self.dispatcher.stop()
+            await self.camera.close()
+            await self.temperatures.close()
             # Printers first: their last events are written while the database is still open.
             await self.farm.stop()
         finally:
@@ -174,6 +187,16 @@ class Services:
                 if pruned:
                     logger.info("pruned %d expired login session(s)", pruned)
             await asyncio.sleep(self._prune_interval_s)
+
+
+def camera_hub(policy: TlsPolicy) -> CameraHub:
+    """The camera hub, trusting printers as the fleet does (its own pin file under TOFU)."""
+    pins = None
+    if policy.mode is TlsMode.TOFU and policy.pin_store is not None:
+        # Two PinStores on one file would each rewrite it from their own copy and lose the
+        # other's pins; camera pins (`<serial>/camera`) live in a file of their own.
+        pins = PinStore(policy.pin_store.with_name(f"camera_{policy.pin_store.name}"))
+    return CameraHub(policy, pins)
 
 
 async def open_services(

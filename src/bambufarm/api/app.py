@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from bambufarm.api import (
     api_keys,
     auth_routes,
+    camera_routes,
     commands,
     events_routes,
     health,
@@ -27,6 +28,7 @@ from bambufarm.api import (
     metrics,
     printer_files,
     printers,
+    telemetry_routes,
     users,
     ws,
 )
@@ -86,6 +88,8 @@ def create_app(services: Services) -> FastAPI:
     for module in (health, auth_routes, users, api_keys, metrics):
         app.include_router(module.router)
     for module in (printers, commands, printer_files, events_routes, ws):
+        app.include_router(module.router)
+    for module in (telemetry_routes, camera_routes):
         app.include_router(module.router)
     for module in (library_routes, jobs_routes, history_routes):
         app.include_router(module.router)
