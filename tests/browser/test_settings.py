@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Locator, Page, Route, expect
 
 from bambufarm.auth.roles import Role
 from bambufarm.simulator.manifest import ManifestPrinter
@@ -110,6 +110,11 @@ async def test_add_a_simulated_printer_by_hand_and_see_it_online(
     await expect(page.get_by_label("LAN access code")).to_have_value("")
     assert await _printer_count(farm) == 1
     await screenshot(page, "added")
+    # The same page on a phone in the dark theme: rows fold into labelled cards.
+    await page.emulate_media(color_scheme="dark")
+    await page.set_viewport_size(PHONE)
+    await expect(row.locator('td[data-label="Address"]')).to_be_visible()
+    await screenshot(page, "phone-dark")
 
 
 async def test_a_wrong_access_code_is_refused_with_the_reason_and_nothing_is_saved(
@@ -270,3 +275,92 @@ async def test_a_viewer_sees_the_settings_read_only(
     await expect(keys.get_by_label("read", exact=True)).to_be_checked()
     await expect(keys.locator(".row-actions")).to_have_count(0)
     await screenshot(page, "keys")
+
+
+async def test_an_admin_changes_a_role_resets_a_password_and_disables_an_account(
+    pages: Pages, farm: Farm, screenshot: Screenshot
+) -> None:
+    page = await _settings(pages, farm, ADMIN, "users")
+    row = page.locator(f'.users-table tr[data-username="{VIEWER}"]')
+    # Your own row has no controls: the server refuses to let an admin demote themselves.
+    own = page.locator(f'.users-table tr[data-username="{ADMIN}"]')
+    await expect(own).to_contain_text("(you)")
+    await expect(own.locator("select, button")).to_have_count(0)
+
+    await row.get_by_label(f"Role of {VIEWER}").select_option("operator")
+    await expect(page.locator("settings-users > .form-status")).to_have_text(
+        f"{VIEWER} is now an operator."
+    )
+
+    await row.get_by_role("button", name=f"Reset the password of {VIEWER}").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Reset password").click()
+    password = await page.locator(".secret-panel").get_by_label("Password").input_value()
+    signed_in = await farm.api.client().post(
+        "/api/v1/auth/login", json={"username": VIEWER, "password": password}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["role"] == "operator"
+
+    # Disabling asks first; "Cancel" keeps the account as it is.
+    await row.get_by_role("button", name=f"Disable {VIEWER}").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    await expect(row).to_contain_text("Must change password")
+    await row.get_by_role("button", name=f"Disable {VIEWER}").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Disable").click()
+    await expect(row).to_contain_text("Disabled")
+    await expect(row.get_by_role("button", name=f"Enable {VIEWER}")).to_be_visible()
+    refused = await farm.api.client().post(
+        "/api/v1/auth/login", json={"username": VIEWER, "password": password}
+    )
+    assert refused.status_code == 401, refused.text
+    await screenshot(page, "disabled")
+
+
+async def test_a_discovered_printer_fills_the_form(
+    pages: Pages, farm: Farm, screenshot: Screenshot
+) -> None:
+    p = farm.printer
+    # Which printers the server hears announce depends on the LAN (other simulators on this
+    # host announce too), so the discovery answer is fixed here; the rest is the real server.
+    listed = {
+        "listening": True,
+        "error": None,
+        "items": [
+            {
+                "serial": p.serial,
+                "model": p.model,
+                "model_name": p.model_name,
+                "name": "Announced P1S",
+                "host": p.host,
+                "connect": "lan",
+                "bind": "free",
+                "firmware": "01.08.00.00",
+                "signal": -48,
+                "last_seen": "2025-01-01T00:00:00Z",
+            }
+        ],
+    }
+
+    async def discovery(route: Route) -> None:
+        await route.fulfill(json=listed)
+
+    async def prepare(page: Page) -> None:
+        await page.route("**/api/v1/discovery", discovery)
+
+    page = await pages.open(farm.api.url, "/settings", sign_in=(ADMIN, PASSWORD), prepare=prepare)
+    found = page.locator(f'.discovered li[data-serial="{p.serial}"]')
+    await expect(found).to_contain_text("Announced P1S")
+    await found.get_by_role("button", name="Add Announced P1S").click()
+    form = page.locator("settings-printers form.printer-form")
+    await expect(form.get_by_label("LAN access code")).to_be_focused()
+    await expect(form.get_by_label("Serial number")).to_have_value(p.serial)
+    await expect(form.get_by_label("IP address or host name")).to_have_value(p.host)
+    await expect(form.get_by_label("Model")).to_have_value("P1S")
+    await form.get_by_label("LAN access code").fill(p.access_code)
+    await form.get_by_text("Ports (optional)").click()
+    await form.get_by_label("MQTT port").fill(str(p.ports.mqtt))
+    await form.get_by_label("FTPS port").fill(str(p.ports.ftps))
+    await screenshot(page, "prefilled")
+    await form.get_by_role("button", name="Test and add").click()
+    await expect(_row(page, p.serial).locator(".conn-state")).to_have_text("Online")
+    await expect(_row(page, p.serial).locator("th")).to_have_text("Announced P1S")

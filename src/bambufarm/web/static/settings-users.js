@@ -11,10 +11,11 @@ import { problemText } from "./settings-printer-form.js";
 import { secretPanel } from "./settings-secret.js";
 
 const ROLES = [
-  ["viewer", "Viewer: sees everything, changes nothing"],
-  ["operator", "Operator: runs printers and the queue"],
-  ["admin", "Admin: also printers, users and settings"],
+  ["viewer", "Viewer"],
+  ["operator", "Operator"],
+  ["admin", "Admin"],
 ];
+const ROLE_HINT = "Viewers see everything and change nothing; operators also run printers and the queue; admins also manage printers, users and settings.";
 // The server's policy (auth.passwords.MIN_PASSWORD_LENGTH); it checks again.
 const MIN_PASSWORD = 10;
 const MAX_USERS = 1000;
@@ -162,7 +163,7 @@ export class SettingsUsers extends HTMLElement {
         return;
       }
     }
-    await this.patch(user, { role }, `${user.username} is now ${role === "admin" ? "an admin" : `a ${role}`}.`, () => (select.value = user.role));
+    await this.patch(user, { role }, `${user.username} is now ${role === "viewer" ? "a" : "an"} ${role}.`, () => (select.value = user.role));
   }
 
   async setDisabled(user, disabled) {
@@ -219,7 +220,11 @@ export class SettingsUsers extends HTMLElement {
 
   buildCreate() {
     const username = h("input", { id: "new-user-name", required: true, maxlength: "64", autocomplete: "off", spellcheck: "false" });
-    const role = h("select", { id: "new-user-role" }, ROLES.map(([value, label]) => h("option", { value }, label)));
+    const role = h(
+      "select",
+      { id: "new-user-role", "aria-describedby": "new-user-role-hint" },
+      ROLES.map(([value, label]) => h("option", { value }, label)),
+    );
     const password = h("input", {
       id: "new-user-password",
       type: "password",
@@ -236,7 +241,7 @@ export class SettingsUsers extends HTMLElement {
         "div",
         { class: "form-grid" },
         h("div", { class: "field" }, h("label", { for: "new-user-name" }, "User name"), username),
-        h("div", { class: "field" }, h("label", { for: "new-user-role" }, "Role"), role),
+        h("div", { class: "field" }, h("label", { for: "new-user-role" }, "Role"), role, h("span", { class: "hint", id: "new-user-role-hint" }, ROLE_HINT)),
         h(
           "div",
           { class: "field" },
