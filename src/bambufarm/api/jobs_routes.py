@@ -1,5 +1,6 @@
 """`/api/v1/jobs`: queue copies of a plate, list the queue, see why a job waits, reorder,
-cancel, retry and duplicate; and `/api/v1/printers/{serial}/plate`: the plate-clear gate.
+cancel, retry and duplicate; `/api/v1/printers/{serial}/plate`: the plate-clear gate; and
+`/api/v1/plates`: every printer's plate at once (a dashboard of hundreds of printers).
 
 `POST /api/v1/jobs` makes one job per copy (a batch), so copies can print on several printers
 at once. A job targets one printer (serial), any printer of some models, or any compatible
@@ -9,14 +10,15 @@ from the dispatcher's last round.
 
 Reading needs `view`; queueing and changing jobs, and confirming a plate is clear (which lets
 the queue go on), need `queue`; a printer's auto-clear is its configuration (`manage_printers`).
-Every change is audited with who made it.
+Every change is audited with who made it, and wakes the WebSocket's `jobs` topic so open
+pages see it at once (changes made elsewhere reach them within a second, `api.job_feed`).
 """
 
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 from bambufarm.api.deps import CanManagePrinters, CanQueue, CanView, ServicesDep
@@ -44,12 +46,18 @@ from bambufarm.farm.service import model_code
 from bambufarm.jobs.dispatch import ANY_PRINTER, Target
 from bambufarm.jobs.history import print_history
 from bambufarm.jobs.model import Job, JobSpec, JobState
+from bambufarm.storage.plates import PlateRecord
 from bambufarm.storage.unset import UNSET, Unset
 
 jobs_router = APIRouter(
     prefix="/api/v1/jobs",
     tags=["jobs"],
     responses=problem_responses(401, 403, 404, 422, 503),
+)
+plates_router = APIRouter(
+    prefix="/api/v1/plates",
+    tags=["jobs"],
+    responses=problem_responses(401, 403, 422, 503),
 )
 plate_router = APIRouter(
     prefix="/api/v1/printers/{serial}/plate",
@@ -80,6 +88,13 @@ def _target(target: TargetIn) -> Target:
     return ANY_PRINTER
 
 
+def _changed(request: Request) -> None:
+    """Tell the WebSocket's `jobs` followers to look now rather than at the next tick."""
+    hub = getattr(request.app.state, "ws_hub", None)
+    if hub is not None:
+        hub.jobs_changed()
+
+
 def _batch(jobs: Sequence[Job]) -> JobBatchOut:
     return JobBatchOut(batch=jobs[0].batch, jobs=[job_out(j) for j in jobs])
 
@@ -99,7 +114,9 @@ async def _audit(
     summary="Queue a print",
     responses=problem_responses(400),
 )
-async def create_route(body: NewJobIn, principal: CanQueue, services: ServicesDep) -> Response:
+async def create_route(
+    body: NewJobIn, principal: CanQueue, services: ServicesDep, request: Request
+) -> Response:
     """Queue `copies` of one plate of a library file: one job per copy."""
     if (body.file_id is None) == (body.sha256 is None):
         raise BadRequest("name the file by file_id or by sha256 (one of the two)")
@@ -127,6 +144,7 @@ async def create_route(body: NewJobIn, principal: CanQueue, services: ServicesDe
         copies=spec.copies, priority=spec.priority,
         target={"printer": target.serial, "models": sorted(target.models)},
     )  # fmt: skip
+    _changed(request)
     return _json(_batch(jobs), status.HTTP_201_CREATED)
 
 
@@ -176,7 +194,11 @@ async def get_route(job_id: JobIdPath, principal: CanView, services: ServicesDep
 
 @jobs_router.post("/{job_id}/reorder", response_model=JobOut, summary="Move a job in the queue")
 async def reorder_route(
-    job_id: JobIdPath, body: ReorderIn, principal: CanQueue, services: ServicesDep
+    job_id: JobIdPath,
+    body: ReorderIn,
+    principal: CanQueue,
+    services: ServicesDep,
+    request: Request,
 ) -> Response:
     """Set the priority and/or move the job just before another (`before: null`: to the end)."""
     given = body.model_fields_set
@@ -193,6 +215,7 @@ async def reorder_route(
         services, principal, "job.reorder", job,
         priority=job.priority, before=None if isinstance(before, Unset) else before,
     )  # fmt: skip
+    _changed(request)
     return _json(job_out(job))
 
 
@@ -202,10 +225,13 @@ async def reorder_route(
     summary="Cancel a job",
     responses=problem_responses(409),
 )
-async def cancel_route(job_id: JobIdPath, principal: CanQueue, services: ServicesDep) -> Response:
+async def cancel_route(
+    job_id: JobIdPath, principal: CanQueue, services: ServicesDep, request: Request
+) -> Response:
     """Cancel an unfinished job; a printer holding it is stopped (409 once it has finished)."""
     job = await services.queue.cancel(job_id, by=principal.actor)
     await _audit(services, principal, "job.cancel", job)
+    _changed(request)
     return _json(job_out(job))
 
 
@@ -215,10 +241,13 @@ async def cancel_route(job_id: JobIdPath, principal: CanQueue, services: Service
     summary="Retry a job",
     responses=problem_responses(409),
 )
-async def retry_route(job_id: JobIdPath, principal: CanQueue, services: ServicesDep) -> Response:
+async def retry_route(
+    job_id: JobIdPath, principal: CanQueue, services: ServicesDep, request: Request
+) -> Response:
     """Queue a failed or cancelled job again, as a new attempt (409 for other states)."""
     job = await services.queue.retry(job_id, by=principal.actor)
     await _audit(services, principal, "job.retry", job)
+    _changed(request)
     return _json(job_out(job))
 
 
@@ -232,6 +261,7 @@ async def duplicate_route(
     job_id: JobIdPath,
     principal: CanQueue,
     services: ServicesDep,
+    request: Request,
     body: DuplicateIn | None = None,
 ) -> Response:
     """Queue new jobs (a new batch) printing what this job prints, with its target and priority."""
@@ -242,10 +272,37 @@ async def duplicate_route(
         {"job_id": job_id, "name": jobs[0].name, "new_job_ids": [j.id for j in jobs],
          "batch": jobs[0].batch},
     )  # fmt: skip
+    _changed(request)
     return _json(_batch(jobs), status.HTTP_201_CREATED)
 
 
 # ------------------------------------------------------------------------------ plate gate
+
+
+@plates_router.get("", response_model=Page[PlateOutState], summary="Every printer's plate")
+async def plates_route(
+    principal: CanView,
+    services: ServicesDep,
+    page: PageParams,
+    *,
+    cleared: Annotated[
+        bool | None, Query(description="Only clear plates (true) or only uncleared (false).")
+    ] = None,
+) -> Response:
+    """The plate state of every printer in the farm, by serial; one read for a whole dashboard."""
+    stored = await services.plates.states()
+    serials = sorted(p.serial for p in services.farm.printers())
+    plates = [stored.get(s) or PlateRecord(s) for s in serials]
+    if cleared is not None:
+        plates = [p for p in plates if p.cleared is cleared]
+    window = plates[page.offset : page.offset + page.limit]
+    body = Page[PlateOutState](
+        items=[plate_state_out(p) for p in window],
+        total=len(plates),
+        offset=page.offset,
+        limit=page.limit,
+    )
+    return _json(body)
 
 
 @plate_router.get("", response_model=PlateOutState, summary="A printer's plate state")
@@ -256,7 +313,9 @@ async def plate_route(serial: SerialPath, principal: CanView, services: Services
 
 
 @plate_router.post("/clear", response_model=PlateClearedOut, summary="Confirm the plate is clear")
-async def clear_route(serial: SerialPath, principal: CanQueue, services: ServicesDep) -> Response:
+async def clear_route(
+    serial: SerialPath, principal: CanQueue, services: ServicesDep, request: Request
+) -> Response:
     """Confirm the plate is clear: finished jobs become done and the next job may start."""
     services.farm.printer(serial)
     plate, done = await services.plates.clear(serial, by=principal.actor)
@@ -264,12 +323,17 @@ async def clear_route(serial: SerialPath, principal: CanQueue, services: Service
         principal.actor, "plate.clear", serial, {"completed_job_ids": [j.id for j in done]}
     )
     body = PlateClearedOut(plate=plate_state_out(plate), completed_jobs=[job_out(j) for j in done])
+    _changed(request)
     return _json(body)
 
 
 @plate_router.put("/auto-clear", response_model=PlateOutState, summary="Set auto-clear")
 async def auto_clear_route(
-    serial: SerialPath, body: AutoClearIn, principal: CanManagePrinters, services: ServicesDep
+    serial: SerialPath,
+    body: AutoClearIn,
+    principal: CanManagePrinters,
+    services: ServicesDep,
+    request: Request,
 ) -> Response:
     """Let the printer's ejection routine clear its plate after a finished print (or not)."""
     services.farm.printer(serial)
@@ -277,10 +341,12 @@ async def auto_clear_route(
     await services.farm.audit(
         principal.actor, "plate.auto_clear", serial, {"enabled": body.enabled}
     )
+    _changed(request)
     return _json(plate_state_out(plate))
 
 
-# What the app includes: the jobs and the plate gate.
+# What the app includes: the jobs, the plate gate and the fleet's plates.
 router = APIRouter()
 router.include_router(jobs_router)
 router.include_router(plate_router)
+router.include_router(plates_router)

@@ -16,7 +16,7 @@ a revoked key or an expired session ends the socket.
 **Messages from the client** (JSON text; `action` may stand for `type`):
 `{"type": "subscribe", "topics": [...]}`,
 `{"type": "unsubscribe", "topics": [...]}`, `{"type": "ping"}`. Topics: `printers` (all),
-`printer:<serial>`, `jobs` (accepted; job events come with the queue).
+`printer:<serial>`, `jobs` (jobs and plate states that changed).
 
 **Messages from the server** (JSON text, one object each, `type` first):
 
@@ -29,6 +29,9 @@ a revoked key or an expired session ends the socket.
   objects as in `GET /api/v1/events` (`id` null); `dropped_events`: how many events you lost
   for being slow. Statuses are coalesced per printer: a slow client gets the latest status,
   never a backlog.
+* `jobs` (topic `jobs`) — `jobs`: `JobOut` objects (as `GET /api/v1/jobs`) that changed,
+  finished ones included; `plates`: `PlateOutState` objects (as `GET /api/v1/plates`) that
+  changed. Coalesced per job and per printer, about once a second (see `api.job_feed`).
 """
 
 import asyncio
@@ -45,6 +48,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from bambufarm.api.deps import SESSION_COOKIE
 from bambufarm.api.errors import TYPE_PREFIX, PasswordChangeRequired, mapping_for
+from bambufarm.api.job_feed import JobFeed
 from bambufarm.api.ws_hub import Watcher, WsHub
 from bambufarm.app import Services
 from bambufarm.auth.api_keys import authenticate_api_key, looks_like_api_key
@@ -102,6 +106,8 @@ async def ws_route(websocket: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
+    if hub.job_feed is None:
+        hub.job_feed = JobFeed(services.queue, services.plates)
     watcher = Watcher()
     hub.attach(watcher)
     try:
@@ -290,7 +296,7 @@ def _handle(body: dict[str, Any], hub: WsHub, watcher: Watcher) -> None:
     if kind == "subscribe":
         _subscribe(topics, hub, watcher)
     else:
-        _unsubscribe(topics, watcher)
+        _unsubscribe(topics, hub, watcher)
 
 
 def _check_topics(topics: list[str], hub: WsHub) -> str | None:
@@ -312,6 +318,8 @@ def _subscribe(topics: list[str], hub: WsHub, watcher: Watcher) -> None:
     for topic in topics:
         if topic == "printers":
             watcher.all_printers = True
+        elif topic == "jobs":
+            hub.follow_jobs(watcher)
         elif topic.startswith("printer:"):
             watcher.serials.add(topic.partition(":")[2])
     now = {p.serial for p in hub.farm.printers()} if watcher.all_printers else watcher.serials
@@ -319,10 +327,12 @@ def _subscribe(topics: list[str], hub: WsHub, watcher: Watcher) -> None:
     watcher.reply(_frame("subscribed", topics=_topics(watcher)))
 
 
-def _unsubscribe(topics: list[str], watcher: Watcher) -> None:
+def _unsubscribe(topics: list[str], hub: WsHub, watcher: Watcher) -> None:
     for topic in topics:
         if topic == "printers":
             watcher.all_printers = False
+        elif topic == "jobs":
+            hub.unfollow_jobs(watcher)
         elif topic.startswith("printer:"):
             watcher.serials.discard(topic.partition(":")[2])
     watcher.drop_unwanted()
@@ -330,9 +340,11 @@ def _unsubscribe(topics: list[str], watcher: Watcher) -> None:
 
 
 def _topics(watcher: Watcher) -> list[str]:
-    return (["printers"] if watcher.all_printers else []) + [
-        f"printer:{serial}" for serial in sorted(watcher.serials)
-    ]
+    return (
+        (["printers"] if watcher.all_printers else [])
+        + (["jobs"] if watcher.jobs else [])
+        + [f"printer:{serial}" for serial in sorted(watcher.serials)]
+    )
 
 
 async def _write(

@@ -30,6 +30,7 @@ from typing import Final
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from bambufarm.api.job_feed import JobFeed
 from bambufarm.api.printer_schemas import event_out, model_name_of
 from bambufarm.api.printer_status import STATUS_PARTS, PartCache
 from bambufarm.farm.service import Farm
@@ -85,6 +86,7 @@ class Watcher:
         "dropped",
         "events",
         "full",
+        "jobs",
         "ready",
         "replies",
         "serials",
@@ -92,6 +94,7 @@ class Watcher:
 
     def __init__(self, event_queue: int = EVENT_QUEUE) -> None:
         self.all_printers = False
+        self.jobs = False  # follows the `jobs` topic (its frames come from the JobFeed)
         self.serials: set[str] = set()
         self._ticks: list[Changes] = []  # change maps not yet sent (shared: never modified)
         self.full: set[str] = set()  # serials whose whole status is due (new subscription)
@@ -190,6 +193,7 @@ class WsHub:
         # id(change map) -> (the map, its update items' JSON): built once per tick's map.
         self._shared: dict[int, tuple[Changes, list[bytes]]] = {}
         self._recent: deque[Changes] = deque(maxlen=SHARED_TICKS)
+        self.job_feed: JobFeed | None = None  # set by the WebSocket route (it has the services)
         self.clients = Gauge(
             "bambufarm_websocket_clients", "Open WebSocket connections.", registry=registry
         )
@@ -219,11 +223,29 @@ class WsHub:
     def detach(self, watcher: Watcher) -> None:
         """Stop delivering to `watcher`; the last one out stops the bus reader."""
         self._watchers.discard(watcher)
+        self.unfollow_jobs(watcher)
         if not self._watchers and self._task is not None:
             self._task.cancel()
             self._task = None
             self._shared.clear()
             self._recent.clear()
+
+    def follow_jobs(self, watcher: Watcher) -> None:
+        """Send `watcher` the job and plate changes (the `jobs` topic)."""
+        watcher.jobs = True
+        if self.job_feed is not None:
+            self.job_feed.follow(watcher)
+
+    def unfollow_jobs(self, watcher: Watcher) -> None:
+        """Stop sending `watcher` job and plate changes."""
+        watcher.jobs = False
+        if self.job_feed is not None:
+            self.job_feed.unfollow(watcher)
+
+    def jobs_changed(self) -> None:
+        """A job or plate changed through this server: followers hear of it at once."""
+        if self.job_feed is not None:
+            self.job_feed.nudge()
 
     def model_name(self, serial: str) -> str:
         """The printer's model name (for HMS wiki links), remembered per serial."""
@@ -242,6 +264,8 @@ class WsHub:
         """Everything due to `watcher` now: replies, then snapshots, then updates."""
         frames = list(watcher.replies)
         watcher.replies.clear()
+        if watcher.jobs and self.job_feed is not None:
+            frames.extend(self.job_feed.take(watcher))
         changes = watcher.take_changes()
         if watcher.full:
             serials = sorted(watcher.full)
