@@ -211,3 +211,40 @@ async def test_a_viewer_sees_files_but_no_upload_or_print(
     assert box["x"] + box["width"] <= PHONE["width"]
     assert await page.locator("library-page").evaluate("el => el.scrollWidth <= el.clientWidth")
     await screenshot(page, "viewer-phone")
+
+
+async def test_the_job_dialog_picks_a_file_when_given_none(
+    pages: Pages, farm: PrintFarm, screenshot: Screenshot
+) -> None:
+    await farm.upload(sliced(), "bracket.gcode.3mf")
+    await farm.upload(sliced(plates=2), "two-plates.gcode.3mf")
+    page = await pages.open(farm.api.url, "/library", sign_in=(OPERATOR, PASSWORD))
+    await expect(page.locator(".library-file")).to_have_count(2)
+    # The queue page opens the dialog without a file: do the same through the module.
+    await page.evaluate(
+        """async () => {
+            const app = document.querySelector('script[type="module"]').src;
+            const { openJobDialog } = await import(app.replace(/app\\.js$/, "job-dialog.js"));
+            window.queued = openJobDialog().then((jobs) => jobs);
+        }"""
+    )
+    dialog = page.get_by_role("dialog", name="Print a library file")
+    await expect(dialog.locator(".pick-file")).to_have_count(2)
+    await dialog.get_by_label("Search the library").fill("two")
+    await expect(dialog.locator(".pick-file")).to_have_count(1)
+    await dialog.locator(".pick-file").press("Enter")
+    form = page.get_by_role("dialog", name="Print two-plates.gcode.3mf")
+    await expect(form.locator(".plate-option")).to_have_count(2)
+    # Keyboard only: the second plate, three copies, printers of the chosen model.
+    await expect(form.get_by_label("Plate 1")).to_be_focused()
+    await page.keyboard.press("ArrowDown")
+    await expect(form.get_by_label("Plate 2")).to_be_checked()
+    await form.get_by_label("Copies").fill("3")
+    await form.get_by_label("Any printer of chosen models").check()
+    await expect(form.get_by_label("P1S", exact=True)).to_be_checked()
+    await screenshot(page, "picked")
+    await form.get_by_role("button", name="Queue 3 copies").click()
+    jobs = await page.evaluate("window.queued")
+    assert [(j["plate"], j["copy_index"]) for j in jobs] == [(2, 1), (2, 2), (2, 3)]
+    assert jobs[0]["target"]["model_names"] == ["P1S"]
+    assert (await farm.get("/api/v1/jobs"))["total"] == 3
