@@ -238,7 +238,15 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         kwargs["poolclass"] = StaticPool
     else:
         if not url.query.get("uri"):
-            directory = Path(database).expanduser().parent
+            path = Path(database).expanduser()
+            directory = path.parent
+            if path.is_dir():
+                # Said here rather than left to the driver: its failed connect leaves a
+                # closing worker thread behind, and "unable to open" names no cause.
+                raise StorageUnavailable(
+                    f"the database file {path} cannot be opened: it is a directory; "
+                    "give the path of a file (created if missing)"
+                )
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as err:
