@@ -86,6 +86,34 @@ async def test_pause_resume_stop_a_print_with_audit(farm_api: FarmApi) -> None:
         assert (entry["status"], entry["sent"]) == ("ok", True)
 
 
+async def test_the_audit_log_is_read_through_the_api_by_admins_only(farm_api: FarmApi) -> None:
+    serial = farm_api.printer(1).serial
+    admin = farm_api.admin()
+    for command in ("light", "light"):
+        sent = await admin.post(f"/api/v1/printers/{serial}/{command}", json={"on": False})
+        assert sent.status_code == 200, sent.text
+    first = await admin.get("/api/v1/audit", params={"serial": serial, "limit": 1})
+    assert first.status_code == 200, first.text
+    (newest,) = first.json()["items"]
+    assert (newest["action"], newest["printer_serial"]) == ("printer.light", serial)
+    assert newest["actor"].startswith("admin (key ")
+    older = await admin.get(
+        "/api/v1/audit",
+        params={"serial": serial, "limit": 1, "cursor": first.json()["next_cursor"]},
+    )
+    (second,) = older.json()["items"]
+    assert second["id"] < newest["id"]
+    other = await admin.get("/api/v1/audit", params={"serial": farm_api.printer(0).serial})
+    assert [e["action"] for e in other.json()["items"]] == ["printer.add"]  # the fixture's
+    bad = await admin.get("/api/v1/audit", params={"cursor": "nonsense"})
+    assert bad.status_code == 422
+    assert "not one this server issued" in bad.json()["detail"]
+    await farm_api.api.add_user("olga", Role.OPERATOR)
+    operator = await farm_api.api.sign_in("olga")
+    refused = await operator.client.get("/api/v1/audit")
+    assert refused.status_code == 403
+
+
 async def test_the_printers_refusal_is_a_409_with_its_reason(farm_api: FarmApi) -> None:
     serial = farm_api.printer(0).serial
     response = await farm_api.admin().post(f"/api/v1/printers/{serial}/pause")

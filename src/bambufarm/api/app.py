@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from bambufarm.api import (
     api_keys,
+    audit_routes,
     auth_routes,
     camera_routes,
     commands,
@@ -85,7 +86,7 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     # Added last, so it is the outermost of ours: it also counts the 500s of the crash barrier.
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(services.metrics))
-    for module in (health, auth_routes, users, api_keys, metrics):
+    for module in (health, auth_routes, users, api_keys, audit_routes, metrics):
         app.include_router(module.router)
     for module in (printers, commands, printer_files, events_routes, ws):
         app.include_router(module.router)
