@@ -2,7 +2,7 @@
 
 `open_services(settings)` opens the database (migrating it), loads the key for secrets at rest
 and builds the password hasher and the login limiter; `Services.start()` starts background
-work (expired-session pruning, later the fleet) and `Services.stop()` ends it in reverse order
+work (session pruning, the farm, the queue) and `Services.stop()` ends it in reverse order
 and closes the database. `running_services()` does all three around a block.
 
 Nothing here knows HTTP: `bambufarm.api.create_app(services)` serves these objects, and the
@@ -27,11 +27,13 @@ from bambufarm.farm.service import Farm
 from bambufarm.farm.telemetry_history import TemperatureHistory
 from bambufarm.fleet.camera import CameraHub
 from bambufarm.fleet.tls import PinStore, TlsMode, TlsPolicy
+from bambufarm.jobs.closing import RetryPolicy
 from bambufarm.jobs.library import Library
 from bambufarm.jobs.plate import PlateGate
 from bambufarm.jobs.queue import JobQueue
 from bambufarm.jobs.runner import Dispatcher, DispatcherOptions
 from bambufarm.jobs.wakeup import Wakeup
+from bambufarm.jobs.watchdog import StageLimits
 from bambufarm.settings import Settings
 from bambufarm.storage.db import Database, open_database
 from bambufarm.storage.errors import StorageError
@@ -118,7 +120,7 @@ class Services:
             fleet=self.farm.fleet,
             library=self.library,
             wakeup=wakeup,
-            options=dispatcher_options,
+            options=dispatcher_options or dispatcher_options_of(settings),
             wall_clock=clock,
         )
         # The printer page: the last hour of temperatures, and the cameras, one upstream each.
@@ -236,3 +238,16 @@ async def running_services(
         yield services
     finally:
         await services.stop()
+
+
+def dispatcher_options_of(settings: Settings) -> DispatcherOptions:
+    """The queue's behaviour as the settings ask (`BAMBUFARM_QUEUE_*`), defaults elsewhere."""
+    return DispatcherOptions(
+        limits=StageLimits(prepare_s=settings.queue_prepare_timeout_s),
+        retry=RetryPolicy(
+            max_attempts=settings.queue_max_attempts,
+            retry_print_failures=settings.queue_retry_print_failures,
+        ),
+        prestage=settings.queue_prestage,
+        color_tolerance=settings.queue_color_tolerance,
+    )

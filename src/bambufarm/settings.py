@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     printer_ca_file: Path | None = None
     # Bambu printers announce themselves by SSDP NOTIFY to UDP 2021 (protocol.md §3).
     ssdp_port: int = Field(default=2021, ge=1, le=65535)
+    # The print queue (docs/queue.md). Pre-staging uploads the next job's file to a printer
+    # while it still prints, so a cleared plate starts the next job in about a second.
+    queue_prestage: bool = True
+    # Attempts per job; a start that failed (upload, refusal, hang) is queued again until then.
+    queue_max_attempts: int = Field(default=3, ge=1, le=20)
+    # A print that failed after it began (a clog, spaghetti) is queued again only if set.
+    queue_retry_print_failures: bool = False
+    # CIE76 ΔE allowed between the file's and the tray's colour; 0 asks for the same hex colour.
+    queue_color_tolerance: float = Field(default=0.0, ge=0.0, le=100.0)
+    # Seconds a started print may stay in PREPARE (heating, levelling, AMS loading) before the
+    # start counts as hung: real firmware shows no error when an AMS mapping hangs.
+    queue_prepare_timeout_s: float = Field(default=1800.0, ge=60.0, le=86_400.0)
 
     @classmethod
     def settings_customise_sources(

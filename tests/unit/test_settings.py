@@ -8,6 +8,7 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 import bambufarm.settings as settings_module
+from bambufarm.app import dispatcher_options_of
 from bambufarm.settings import (
     LogLevel,
     PrinterTlsMode,
@@ -212,3 +213,27 @@ def test_settings_are_immutable() -> None:
 
 def test_nothing_is_loaded_at_import() -> None:
     assert not any(isinstance(value, Settings) for value in vars(settings_module).values())
+
+
+def test_queue_settings_reach_the_dispatcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    defaults = dispatcher_options_of(load_settings())
+    assert (defaults.prestage, defaults.retry.max_attempts, defaults.color_tolerance) == (
+        True, 3, 0.0,
+    )  # fmt: skip
+    monkeypatch.setenv("BAMBUFARM_QUEUE_PRESTAGE", "false")
+    monkeypatch.setenv("BAMBUFARM_QUEUE_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("BAMBUFARM_QUEUE_RETRY_PRINT_FAILURES", "true")
+    monkeypatch.setenv("BAMBUFARM_QUEUE_COLOR_TOLERANCE", "12.5")
+    monkeypatch.setenv("BAMBUFARM_QUEUE_PREPARE_TIMEOUT_S", "900")
+    options = dispatcher_options_of(load_settings())
+    assert options.prestage is False
+    assert options.retry.max_attempts == 5
+    assert options.retry.retry_print_failures is True
+    assert options.color_tolerance == 12.5
+    assert options.limits.prepare_s == 900.0
+    monkeypatch.setenv("BAMBUFARM_QUEUE_MAX_ATTEMPTS", "0")
+    with pytest.raises(SettingsError, match="queue_max_attempts"):
+        load_settings()
