@@ -36,5 +36,7 @@ def main() -> None:
     )
     # At DEBUG the websockets library logs handshake headers, Authorization included.
     logging.getLogger("websockets").setLevel(logging.INFO)
+    # httpx logs every request at INFO: noise in front of a CLI command's own table.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     tune_asyncio_tls()
     app()
