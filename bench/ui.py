@@ -17,8 +17,9 @@ What is measured:
   drawn). Budget: p99 ≤ 250 ms;
 * baseline in the same run: the same marker's report → WebSocket-frame latency at the plain
   client (CLOCK_MONOTONIC in both processes), alone before the browser opens and alongside
-  it, so the browser's share is the difference. The client negotiates permessage-deflate,
-  as Chromium does;
+  it; the browser's share is, per report seen by both, the page's DOM update minus the
+  client's frame (wall clock on both sides). The client negotiates permessage-deflate, as
+  Chromium does;
 * the page's main thread: busy ms per wall second (CDP `Performance.getMetrics`
   TaskDuration, with its script / layout / style split), long tasks (PerformanceObserver
   `longtask`: count and longest; budget: none over 100 ms), and the renderer's CPU;
