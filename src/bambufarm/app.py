@@ -31,6 +31,7 @@ from bambufarm.jobs.closing import RetryPolicy
 from bambufarm.jobs.library import Library
 from bambufarm.jobs.plate import PlateGate
 from bambufarm.jobs.queue import JobQueue
+from bambufarm.jobs.queue_metrics import QueueMetrics
 from bambufarm.jobs.runner import Dispatcher, DispatcherOptions
 from bambufarm.jobs.wakeup import Wakeup
 from bambufarm.jobs.watchdog import StageLimits
@@ -68,6 +69,7 @@ class Services:
         "passwords",
         "plates",
         "queue",
+        "queue_metrics",
         "secret_box",
         "settings",
         "temperatures",
@@ -123,6 +125,7 @@ class Services:
             options=dispatcher_options or dispatcher_options_of(settings),
             wall_clock=clock,
         )
+        self.queue_metrics = QueueMetrics(self.metrics, lambda: self.dispatcher.stats)
         # The printer page: the last hour of temperatures, and the cameras, one upstream each.
         self.temperatures = TemperatureHistory.of_fleet(self.farm.fleet)
         self.camera = camera if camera is not None else camera_hub(self.farm.fleet.tls)

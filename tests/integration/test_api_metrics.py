@@ -5,6 +5,7 @@ Parsed with prometheus_client's own text parser, so the exposition is valid as a
 reads it, not only as a substring.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from bambufarm.jobs.model import JobSpec
 from tests.support.farm import FarmApi, running_farm_api
+from tests.support.queue_harness import add_file, sliced_file
 
 pytest_plugins = ["tests.support.postgres"]
 
@@ -90,3 +93,19 @@ async def test_websocket_clients_are_counted(farm_api: FarmApi) -> None:
 async def test_metrics_need_credentials(farm_api: FarmApi) -> None:
     response = await farm_api.api.client().get("/metrics")
     assert response.status_code == 401
+
+
+async def test_the_queue_depth_and_the_dispatchers_work(farm_api: FarmApi) -> None:
+    # A file for the A1, which this farm lacks: both copies stay in the queue.
+    sha = await add_file(farm_api.services.library, sliced_file(model="N2S"), "a1.gcode.3mf")
+    await farm_api.services.queue.add(JobSpec(sha, "a1 part", copies=2, created_by="ann"))
+    async with asyncio.timeout(30):
+        while True:
+            samples = await _scrape(farm_api)
+            if samples[("bambufarm_queue_rounds_total", ())] >= 1:
+                break
+            await asyncio.sleep(0.05)  # rounds run when the dispatcher is poked; poll for one
+    waiting = sum(samples[("bambufarm_queue_jobs", (("state", s),))] for s in ("queued", "waiting"))
+    assert waiting == 2
+    assert samples[("bambufarm_queue_jobs", (("state", "printing"),))] == 0
+    assert samples[("bambufarm_queue_starts_total", ())] == 0

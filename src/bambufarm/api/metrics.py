@@ -96,4 +96,5 @@ class MetricsMiddleware:
 )
 async def metrics_route(principal: CanView, services: ServicesDep) -> Response:
     """Every metric of this server process in Prometheus' text format."""
+    await services.queue_metrics.refresh(services.database)
     return Response(generate_latest(services.metrics), media_type=CONTENT_TYPE_LATEST)
