@@ -1,15 +1,21 @@
 // <fleet-dashboard>: every printer as a card, counters, filters, search, sort, grid or
 // compact list, kept live over the WebSocket. The list is loaded over REST at start and
 // again whenever the WebSocket (re)opens, so nothing missed while it was down stays stale.
+// The queue's side comes the same way: the plates waiting to be cleared and the jobs on
+// printers (GET /api/v1/plates, /api/v1/jobs), then the `jobs` topic's changes.
 
 import { api, goToLogin, handleSessionProblem } from "./api.js";
 import { h, replaceChildren, setText } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { PrinterCard } from "./printer-card.js";
 import { CATEGORIES, CATEGORY_LABELS, hasError } from "./printer-model.js";
-import { applyFrame, fetchAllPrinters, fetchPrinter, liveSubscription, LIVE_PATH, PrinterStore } from "./printer-source.js";
+import { applyFrame, fetchAllPrinters, fetchPrinter, LIVE_PATH, PrinterStore } from "./printer-source.js";
 
 const VIEW_KEY = "bf-fleet-view";
+// The API's largest page: one request for a 1,000-printer farm.
+const PAGE = 1000;
+// Where a printer holds a queue job (jobs.model.ON_PRINTER).
+const ON_PRINTER = ["uploading", "starting", "printing", "paused", "awaiting_clear"];
 const COUNTED = [
   ["printing", "Printing"],
   ["idle", "Idle"],
@@ -52,11 +58,14 @@ export class FleetDashboard extends HTMLElement {
     this.cards = new Map();
     this.store = new PrinterStore();
     this.fetching = new Set();
+    this.plates = new Map(); // serial -> plate state, only those not cleared
+    this.queueJobs = new Map(); // serial -> the queue job the printer holds
+    this.contents = new Map(); // sha256 -> Promise of the library content (plates)
     this.filter = { state: "", model: "", errors: false, search: "" };
     this.sort = "state";
     this.resortQueued = false;
     this.build();
-    this.feed = new LiveFeed(LIVE_PATH, () => liveSubscription(null));
+    this.feed = new LiveFeed(LIVE_PATH, () => [{ type: "subscribe", topics: ["printers", "jobs"] }]);
     this.feed.addEventListener("state", (event) => this.showLiveState(event.detail));
     this.feed.addEventListener("message", (event) => this.onMessage(event.detail));
     this.feed.addEventListener("auth", () => goToLogin());
@@ -161,6 +170,10 @@ export class FleetDashboard extends HTMLElement {
     );
     this.summary = h("p", { class: "fleet-summary", "aria-live": "polite" });
     this.grid = h("div", { class: "fleet-grid", role: "list", "aria-label": "Printers" });
+    this.grid.addEventListener("plate-changed", (event) => {
+      this.setPlate(event.detail);
+      this.showQueue(event.detail.printer);
+    });
     this.message = h("div", { class: "notice notice-error", role: "alert", hidden: true });
     this.empty = h("p", { class: "empty", hidden: true });
     replaceChildren(
@@ -209,6 +222,7 @@ export class FleetDashboard extends HTMLElement {
       return;
     }
     this.message.hidden = true;
+    await this.loadQueue();
     const seen = new Set();
     for (const printer of printers) {
       seen.add(printer.serial);
@@ -222,13 +236,82 @@ export class FleetDashboard extends HTMLElement {
     this.applyFilters();
   }
 
+  async loadQueue() {
+    let plates;
+    let jobs;
+    try {
+      const states = ON_PRINTER.map((s) => `state=${s}`).join("&");
+      [plates, jobs] = await Promise.all([
+        api(`/api/v1/plates?cleared=false&limit=${PAGE}`),
+        api(`/api/v1/jobs?${states}&limit=${PAGE}`),
+      ]);
+    } catch (err) {
+      if (handleSessionProblem(err)) return;
+      this.message.textContent = `The queue's state could not be loaded: ${err.message}`;
+      this.message.hidden = false;
+      return;
+    }
+    const touched = new Set([...this.plates.keys(), ...this.queueJobs.keys()]);
+    this.plates.clear();
+    this.queueJobs.clear();
+    for (const plate of plates.items) this.setPlate(plate);
+    for (const job of jobs.items) this.setJob(job);
+    for (const serial of [...touched, ...this.plates.keys(), ...this.queueJobs.keys()]) this.showQueue(serial);
+  }
+
+  setPlate(plate) {
+    if (plate.cleared) this.plates.delete(plate.printer);
+    else this.plates.set(plate.printer, plate);
+  }
+
+  setJob(job) {
+    const held = job.printer ? this.queueJobs.get(job.printer) : null;
+    if (job.printer && ON_PRINTER.includes(job.state)) {
+      if (!held || held.id === job.id || held.updated_at <= job.updated_at) this.queueJobs.set(job.printer, job);
+    } else {
+      // Done, cancelled or back in the queue: a printer that held it no longer does.
+      for (const [serial, known] of this.queueJobs) {
+        if (known.id === job.id) this.queueJobs.delete(serial);
+      }
+    }
+  }
+
+  showQueue(serial) {
+    this.cards.get(serial)?.setQueue({ plate: this.plates.get(serial) || null, job: this.queueJobs.get(serial) || null });
+  }
+
+  /** The library content of `sha256`'s plate `index` (for its thumbnail), or null. */
+  plateOf(sha256, index) {
+    let content = this.contents.get(sha256);
+    if (!content) {
+      content = api(`/api/v1/library/contents/${encodeURIComponent(sha256)}`).catch(() => null);
+      this.contents.set(sha256, content);
+    }
+    return content.then((c) => c?.plates.find((p) => p.index === index) || null);
+  }
+
+  applyJobs(frame) {
+    const touched = new Set();
+    for (const plate of frame.plates || []) {
+      this.setPlate(plate);
+      touched.add(plate.printer);
+    }
+    for (const job of frame.jobs || []) {
+      for (const [serial, known] of this.queueJobs) if (known.id === job.id) touched.add(serial);
+      this.setJob(job);
+      if (job.printer) touched.add(job.printer);
+    }
+    for (const serial of touched) this.showQueue(serial);
+  }
+
   upsert(view) {
     let card = this.cards.get(view.serial);
     if (!card) {
       card = new PrinterCard();
-      card.setup(view, { canControl: this.canControl });
+      card.setup(view, { canControl: this.canControl, plateOf: (sha, plate) => this.plateOf(sha, plate) });
       this.cards.set(view.serial, card);
       this.grid.append(card);
+      this.showQueue(view.serial);
       return card;
     }
     card.update(view);
@@ -242,6 +325,10 @@ export class FleetDashboard extends HTMLElement {
   }
 
   onMessage(frame) {
+    if (frame.type === "jobs") {
+      this.applyJobs(frame);
+      return;
+    }
     let membership = false;
     applyFrame(this.store, frame, {
       changed: (view) => this.changed(view),

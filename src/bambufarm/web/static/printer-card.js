@@ -1,15 +1,28 @@
 // <printer-card>: one printer on the dashboard. Built once, then `update(view)` changes only
 // the text and attributes that differ, so a fleet of hundreds updating every second stays cheap.
+// `setQueue({plate, job})` adds what the queue knows: a "plate not cleared" badge with its Clear
+// button (operators; confirmed) and, when the print is one of ours, the job's name and plate
+// thumbnail.
 
+import { api, handleSessionProblem } from "./api.js";
+import { confirmAction } from "./confirm-dialog.js";
 import { h, replaceChildren, setText } from "./dom.js";
 import { degrees, duration, etaClock, percent, targetDegrees, trayColour } from "./format.js";
 import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
+import { plateThumbnail } from "./plate-summary.js";
 import { availableActions, hasPrintError, printErrorText, stateLabel, trayInUse, unitLabel } from "./printer-model.js";
 
+const OUTCOME_TEXT = { finished: "the last print finished", failed: "the last print failed" };
+
 export class PrinterCard extends HTMLElement {
-  /** Draw the card for `view`; `canControl` decides whether control buttons exist at all. */
-  setup(view, { canControl }) {
+  /**
+   * Draw the card for `view`; `canControl` decides whether control buttons exist at all;
+   * `plateOf(sha256, plate)` resolves a library plate (for its thumbnail) or null.
+   */
+  setup(view, { canControl, plateOf = null }) {
     this.canControl = canControl;
+    this.plateOf = plateOf;
+    this.queue = { plate: null, job: null };
     this.setAttribute("role", "listitem");
     this.dataset.serial = view.serial;
     const nameId = `printer-${view.serial}-name`;
@@ -19,7 +32,9 @@ export class PrinterCard extends HTMLElement {
     this.pill = h("span", { class: "pill" });
     this.reason = h("p", { class: "conn-reason" });
     this.badges = h("div", { class: "badges" });
+    this.plateBadge = h("div", { class: "badges", "data-field": "plate", hidden: true });
     this.jobName = h("p", { class: "job-name" });
+    this.queueThumb = h("span", { class: "card-thumb", hidden: true });
     this.fill = h("div", { class: "progress-fill" });
     this.bar = h("div", {
       class: "progress",
@@ -72,10 +87,11 @@ export class PrinterCard extends HTMLElement {
       ),
       this.reason,
       this.badges,
+      this.plateBadge,
       h(
         "div",
         { class: "card-job" },
-        this.jobName,
+        h("div", { class: "card-queue" }, this.queueThumb, this.jobName),
         this.bar,
         h(
           "dl",
@@ -117,9 +133,10 @@ export class PrinterCard extends HTMLElement {
     if (!previous || badgeKey(previous) !== badgeKey(view)) this.drawBadges(view);
 
     const job = view.job;
-    setText(this.jobName, job.name || "No job");
-    this.jobName.classList.toggle("job-none", !job.name);
-    this.jobName.title = job.name || "";
+    const name = this.queue.job?.name || job.name;
+    setText(this.jobName, name || "No job");
+    this.jobName.classList.toggle("job-none", !name);
+    this.jobName.title = name || "";
     const progress = job.progress ?? 0;
     const width = `${Math.max(0, Math.min(100, progress))}%`;
     if (this.fill.style.width !== width) this.fill.style.width = width;
@@ -139,6 +156,68 @@ export class PrinterCard extends HTMLElement {
     if (!previous || trayKey(previous) !== trayKey(view)) this.drawTrays(view);
 
     if (this.canControl) showAllowed(this.buttons, view);
+  }
+
+  /** What the queue knows of this printer: its plate state (or null) and its job (or null). */
+  setQueue({ plate, job }) {
+    const before = this.queue;
+    this.queue = { plate, job };
+    const uncleared = plate && !plate.cleared ? plate : null;
+    const was = before.plate && !before.plate.cleared ? before.plate : null;
+    if (uncleared?.updated_at !== was?.updated_at || Boolean(uncleared) !== Boolean(was)) this.drawPlate(uncleared);
+    if (job?.file_sha256 !== before.job?.file_sha256 || job?.plate !== before.job?.plate) this.drawThumb(job);
+    if (job?.name !== before.job?.name) this.update(this.view);
+  }
+
+  drawPlate(plate) {
+    this.plateBadge.hidden = !plate;
+    if (!plate) {
+      replaceChildren(this.plateBadge);
+      return;
+    }
+    const name = this.view.name;
+    const clear = this.canControl
+      ? h("button", { type: "button", class: "button button-small", "data-action": "clear-plate", "aria-label": `Clear the plate of ${name}` }, "Clear")
+      : null;
+    clear?.addEventListener("click", () => this.clearPlate(clear));
+    replaceChildren(
+      this.plateBadge,
+      h(
+        "span",
+        { class: "badge badge-plate", title: `The plate must be cleared before the next job: ${OUTCOME_TEXT[plate.last_outcome] || "a print ended"}` },
+        h("strong", {}, "Plate not cleared"),
+        h("span", { class: "badge-text" }, OUTCOME_TEXT[plate.last_outcome] || ""),
+        clear,
+      ),
+    );
+  }
+
+  async clearPlate(button) {
+    const name = this.view.name;
+    const sure = await confirmAction({
+      title: `Clear the plate of ${name}?`,
+      message: `Confirm the build plate of ${name} is empty. The next job in the queue may start on it at once.`,
+      confirmLabel: "Plate is clear",
+    });
+    if (!sure) return;
+    button.disabled = true;
+    this.actionError.hidden = true;
+    try {
+      const answer = await api(`/api/v1/printers/${encodeURIComponent(this.view.serial)}/plate/clear`, { method: "POST" });
+      this.dispatchEvent(new CustomEvent("plate-changed", { bubbles: true, detail: answer.plate }));
+    } catch (err) {
+      if (handleSessionProblem(err)) return;
+      this.actionError.textContent = `The plate could not be cleared: ${err.message}`;
+      this.actionError.hidden = false;
+      button.disabled = false;
+    }
+  }
+
+  async drawThumb(job) {
+    const plate = job?.file_sha256 && this.plateOf ? await this.plateOf(job.file_sha256, job.plate) : null;
+    if (this.queue.job?.file_sha256 !== job?.file_sha256) return;
+    this.queueThumb.hidden = !plate;
+    replaceChildren(this.queueThumb, plate ? plateThumbnail(job.file_sha256, plate, { size: 40, alt: `Plate ${job.plate} of ${job.name}` }) : null);
   }
 
   drawBadges(view) {
