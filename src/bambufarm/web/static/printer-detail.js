@@ -1,5 +1,8 @@
-// <printer-detail serial="...">: one printer — status, temperatures, controls, AMS trays and
-// the active HMS messages, live over the WebSocket.
+// <printer-detail serial="...">: one printer — status, temperatures with the last hour's
+// chart, camera, controls (G-code for admins), AMS trays, HMS messages and their history, the
+// files on the printer and its recent prints, live over the WebSocket. The chart, camera,
+// files and history lists are components of their own modules; this page lays them out and
+// tells them what the WebSocket said.
 
 import { api, goToLogin, handleSessionProblem } from "./api.js";
 import { h, replaceChildren, setText } from "./dom.js";
@@ -9,6 +12,15 @@ import { ACTION_LABELS, commandFromButton } from "./printer-actions.js";
 import { showAllowed } from "./printer-card.js";
 import { commandPath, hasPrintError, printErrorText, stateLabel, trayInUse, unitLabel } from "./printer-model.js";
 import { applyFrame, fetchPrinter, fetchStatus, liveSubscription, LIVE_PATH, PrinterStore } from "./printer-source.js";
+import { TemperatureChart } from "./temperature-chart.js";
+import "./camera-view.js";
+import "./printer-files.js";
+import "./printer-history.js";
+
+const HMS_EVENTS = new Set(["hms_raised", "hms_cleared"]);
+const PRINT_EVENTS = new Set(["print_started", "print_finished", "print_failed"]);
+// A G-code line as the API takes it (protocol.commands.GCODE_LINE_MAX).
+const GCODE_MAX = 4096;
 
 const SPEEDS = [
   [1, "Silent"],
@@ -25,6 +37,7 @@ export class PrinterDetail extends HTMLElement {
     this.serial = this.getAttribute("serial") || "";
     const role = document.body.dataset.role;
     this.canControl = role === "operator" || role === "admin";
+    this.isAdmin = role === "admin";
     this.store = new PrinterStore();
     this.build();
     this.feed = new LiveFeed(LIVE_PATH, () => liveSubscription(this.serial));
@@ -34,6 +47,7 @@ export class PrinterDetail extends HTMLElement {
       if (event.detail === "open") this.opened = true;
     });
     this.feed.addEventListener("message", (event) => {
+      this.noticeEvents(event.detail);
       applyFrame(this.store, event.detail, {
         changed: (view) => view.serial === this.serial && this.show(view),
         // The status came before the printer itself finished loading; load() shows both.
@@ -50,6 +64,24 @@ export class PrinterDetail extends HTMLElement {
     this.feed?.stop();
   }
 
+  /** Reload the histories an event of this printer changed. */
+  noticeEvents(frame) {
+    if (frame.type !== "updates") return;
+    for (const event of frame.events || []) {
+      if (event.serial !== this.serial) continue;
+      if (HMS_EVENTS.has(event.kind)) this.hmsHistory.refresh();
+      if (PRINT_EVENTS.has(event.kind)) this.prints.refresh();
+    }
+  }
+
+  async loadTemperatures() {
+    try {
+      this.chart.setHistory(await api(`/api/v1/printers/${encodeURIComponent(this.serial)}/temperatures`));
+    } catch (err) {
+      if (!handleSessionProblem(err)) this.chart.setProblem(`The last hour could not be loaded: ${err.message}`);
+    }
+  }
+
   build() {
     this.heading = h("h1", {}, this.serial);
     this.pill = h("span", { class: "pill" });
@@ -62,14 +94,23 @@ export class PrinterDetail extends HTMLElement {
     this.temps = h("dl", { class: "temps" });
     this.ams = h("div", {});
     this.hms = h("div", {});
+    this.chart = new TemperatureChart();
+    this.camera = h("camera-view", { serial: this.serial });
+    this.hmsHistory = h("hms-history", { serial: this.serial });
+    this.prints = h("recent-prints", { serial: this.serial });
+    const panel = (id, title, ...content) =>
+      h("section", { class: `panel panel-${id}`, "aria-labelledby": `${id}-title` }, h("h2", { id: `${id}-title` }, title), content);
     const panels = [
-      h("section", { class: "panel", "aria-labelledby": "status-title" }, h("h2", { id: "status-title" }, "Status"), this.bar, this.facts),
-      h("section", { class: "panel", "aria-labelledby": "temps-title" }, h("h2", { id: "temps-title" }, "Temperatures"), this.temps),
+      panel("status", "Status", this.bar, this.facts),
+      panel("temps", "Temperatures", this.temps, h("h3", { class: "panel-sub" }, "Last hour"), this.chart),
+      panel("camera", "Camera", this.camera),
     ];
     if (this.canControl) panels.push(this.buildControls());
     panels.push(
-      h("section", { class: "panel", "aria-labelledby": "ams-title" }, h("h2", { id: "ams-title" }, "Filament"), this.ams),
-      h("section", { class: "panel", "aria-labelledby": "hms-title" }, h("h2", { id: "hms-title" }, "Health messages (HMS)"), this.hms),
+      panel("ams", "Filament", this.ams),
+      panel("hms", "Health messages (HMS)", this.hms, h("h3", { class: "panel-sub" }, "History"), this.hmsHistory),
+      panel("files", "Files on the printer", h("printer-files", { serial: this.serial })),
+      panel("prints", "Recent prints", this.prints),
     );
     replaceChildren(
       this,
@@ -105,7 +146,7 @@ export class PrinterDetail extends HTMLElement {
     speedButton.addEventListener("click", () => this.send("speed", { level: Number(this.speedSelect.value) }));
     const tempField = (heater, label) => {
       const input = h("input", { id: `detail-${heater}`, type: "number", min: "0", max: String(LIMITS[heater]), step: "1", inputmode: "numeric" });
-      const button = h("button", { type: "button", class: "button" }, "Set");
+      const button = h("button", { type: "button", class: "button", "aria-label": `Set ${label.toLowerCase()} target` }, "Set");
       button.addEventListener("click", () => {
         const target = Number.parseInt(input.value, 10);
         if (!Number.isFinite(target) || target < 0 || target > LIMITS[heater]) {
@@ -127,8 +168,40 @@ export class PrinterDetail extends HTMLElement {
         h("div", { class: "row" }, h("div", { class: "field" }, h("label", { for: "detail-speed" }, "Print speed"), this.speedSelect), speedButton),
         tempField("nozzle", "Nozzle"),
         tempField("bed", "Bed"),
+        this.isAdmin ? this.buildGcode() : null,
         this.actionError,
       ),
+    );
+  }
+
+  /** Raw G-code: admins only (it runs with none of the printer's own checks). */
+  buildGcode() {
+    const input = h("input", { id: "detail-gcode", type: "text", maxlength: String(GCODE_MAX), autocomplete: "off", spellcheck: "false", placeholder: "M104 S0", "aria-describedby": "detail-gcode-hint" });
+    const button = h("button", { type: "button", class: "button" }, "Send G-code");
+    const send = () => {
+      const gcode = input.value.trim();
+      if (!gcode) {
+        this.showActionError("G-code: type a line to send.");
+        input.focus();
+        return;
+      }
+      this.send("gcode", { gcode: `${gcode}\n` }).then((ok) => ok && (input.value = ""));
+    };
+    button.addEventListener("click", send);
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") send();
+    });
+    return h(
+      "div",
+      { class: "row" },
+      h(
+        "div",
+        { class: "field field-wide" },
+        h("label", { for: "detail-gcode" }, "G-code line"),
+        input,
+        h("span", { id: "detail-gcode-hint", class: "hint" }, "Admins only: runs on the printer without its own checks."),
+      ),
+      button,
     );
   }
 
@@ -141,8 +214,10 @@ export class PrinterDetail extends HTMLElement {
     this.showActionError("");
     try {
       await api(commandPath(this.serial, command), { method: "POST", body });
+      return true;
     } catch (err) {
       if (!handleSessionProblem(err)) this.showActionError(`${command} failed: ${err.message}`);
+      return false;
     }
   }
 
@@ -158,6 +233,8 @@ export class PrinterDetail extends HTMLElement {
       this.store.setInfo(info);
       this.show(this.store.setStatus(status));
       this.message.hidden = true;
+      // After the view: the chart's live tail needs the model (chamber sensor or not).
+      await this.loadTemperatures();
     } catch (err) {
       if (handleSessionProblem(err)) return;
       this.message.textContent = err.status === 404 ? `There is no printer ${this.serial}.` : `The printer could not be loaded: ${err.message}`;
@@ -208,6 +285,8 @@ export class PrinterDetail extends HTMLElement {
 
     this.showAms(view);
     this.showHms(view);
+    this.chart.addReading(view);
+    this.camera.setPrinterName?.(view.name);
 
     if (this.canControl) {
       showAllowed(this.jobButtons, view);
