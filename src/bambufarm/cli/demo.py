@@ -143,6 +143,7 @@ async def _serve(
         await server.run_until(stop)
     finally:
         console.print("stopping the demo")
+        await services.camera.close()  # open camera streams end, so the stop is not held up
         await server.stop()
 
 

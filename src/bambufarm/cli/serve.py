@@ -109,6 +109,9 @@ async def _serve_http(services: Services, settings: Settings, console: Console) 
     finally:
         # The handlers stay until the server is down: a second signal cuts the wait short.
         try:
+            # Camera streams never end by themselves: closed first, they finish their
+            # responses, so the HTTP server's graceful stop does not wait out its timeout.
+            await services.camera.close()
             await server.stop()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
