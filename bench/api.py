@@ -30,8 +30,6 @@ import asyncio
 import cProfile
 import gc
 import io
-import logging
-import os
 import pstats
 import random
 import statistics
@@ -47,48 +45,31 @@ import orjson
 
 from bambufarm.api.app import create_app
 from bambufarm.api.server import HttpServer
-from bambufarm.app import open_services
-from bambufarm.auth.accounts import create_user
-from bambufarm.auth.api_keys import create_api_key
-from bambufarm.auth.roles import Role
-from bambufarm.farm.service import PrinterSpec
-from bambufarm.runtime import tune_asyncio_tls
-from bambufarm.settings import PrinterTlsMode, Settings
-from bambufarm.simulator.demo import demo_job, start_job
-from bambufarm.simulator.fleet import Addressing, SimFleet
-from bambufarm.simulator.manifest import Manifest
 from bambufarm.simulator.node import PrinterNode
-from bambufarm.simulator.scenario import DEMO_MODELS, fleet_secret, mixed_fleet
-from bambufarm.storage.users import get_user
 from bench.common import RESULTS, percentile, print_table, write_json
+from bench.demo_fleet import (
+    dump,
+    farm_server,
+    load,
+    number,
+    server_mark,
+    start_fleet,
+    start_prints,
+    until_online,
+)
 from bench.mqtt_subscriber import raise_nofile, reply, stdin_lines
-from bench.simulator import Child, WarpClock
+from bench.simulator import Child
 
-JOB_HOURS = 6.0  # no job ends inside a window
-WARP_S = 180.0  # past PREPARE's ~130 simulated seconds
 SAMPLE = 50  # printers whose reports are timed
 SETTLE_S = 5.0
 REQUESTS = 200
 STATUS_REQUESTS = 500
-FDS_PER_PRINTER = 8
-ONLINE_TIMEOUT_S = 300.0
 BUDGET_LIST_P50_MS = 50.0
 BUDGET_STATUS_MS = 5.0
 BUDGET_WS_P99_MS = 100.0
 
 
 # --------------------------------------------------------------------------- child: simulator
-
-
-def dump(path: str, records: list[tuple[str, int, float]]) -> None:
-    """Write timing records to a file (a window's worth is too much for one pipe line)."""
-    Path(path).write_bytes(orjson.dumps(records))
-
-
-def load(path: str) -> list[list[Any]]:
-    """Read what `dump` wrote."""
-    records: list[list[Any]] = orjson.loads(Path(path).read_bytes())
-    return records
 
 
 def tap(node: PrinterNode, records: list[tuple[str, int, float]]) -> None:
@@ -109,19 +90,7 @@ def tap(node: PrinterNode, records: list[tuple[str, int, float]]) -> None:
 
 async def simulator_child(data_dir: Path, count: int) -> None:
     """Run the mixed fleet; serve jobs (half print), samples and marks."""
-    raise_nofile(count * FDS_PER_PRINTER + 200)
-    addressing = Addressing()
-    clock = WarpClock()
-    spec = mixed_fleet(
-        count, secret=fleet_secret(data_dir), hosts=addressing.hosts(count), models=DEMO_MODELS
-    )
-    fleet = SimFleet(spec, data_dir=data_dir, addressing=addressing, clock=clock, ssdp_targets=())
-    manifest = await fleet.start()
-    # Test equipment: the printers' start-up objects out of the collector's walk, so a full
-    # collection here does not delay reports and count against the server.
-    gc.freeze()
-    path = data_dir / "manifest.json"
-    manifest.write(path)
+    fleet, clock, path = await start_fleet(data_dir, count)
     # Printing printers report every second: sample among them (even indexes print).
     sampled = [node for index, node in enumerate(fleet.nodes) if index % 2 == 0][:SAMPLE]
     records: list[tuple[str, int, float]] = []
@@ -131,16 +100,7 @@ async def simulator_child(data_dir: Path, count: int) -> None:
     try:
         async for line in stdin_lines():
             if line == "jobs":
-                jobs: dict[str, bytes] = {}
-                printing = 0
-                for index, node in enumerate(fleet.nodes):
-                    if index % 2 == 0:
-                        model = node.spec.identity.model
-                        job = jobs.setdefault(model.name, demo_job(model, JOB_HOURS))
-                        start_job(node, "bench.gcode.3mf", job, task_id=1_000_000 + index)
-                        printing += 1
-                clock.jump(WARP_S)
-                reply({"printing": printing})
+                reply({"printing": start_prints(fleet, clock, every=2)})
             elif line == "clear":
                 reply({"cleared": len(records)})
                 records.clear()
@@ -163,64 +123,19 @@ async def server_child(
     manifest_path: Path, data_dir: Path, ssdp_port: int, *, freeze: bool = False
 ) -> None:
     """The server as `bambufarm serve` builds it, holding every printer of the manifest."""
-    # Only errors: 1,000 sessions saying hello and goodbye would bury the parent's output.
-    logging.basicConfig(level=logging.ERROR)
-    tune_asyncio_tls()
-    manifest = Manifest.read(manifest_path)
-    raise_nofile(len(manifest.printers) * 2 + 500)
-    settings = Settings(
-        data_dir=data_dir,
-        printer_tls=PrinterTlsMode.VERIFY,
-        printer_ca_file=Path(manifest.ca_cert),
-        ssdp_port=ssdp_port,
-    )
-    services = await open_services(settings)
-    try:
-        async with services.database.session() as session:
-            await create_user(
-                session, services.passwords, "bench", os.urandom(16).hex(), Role.ADMIN
-            )
-            owner = await get_user(session, "bench")
-            issued = await create_api_key(session, owner, "bench", ["admin"])
-        await services.start()
-        specs = [
-            PrinterSpec(
-                serial=p.serial,
-                access_code=p.access_code,
-                host=p.host,
-                name=p.name,
-                model=p.model,
-                mqtt_port=p.ports.mqtt,
-                ftps_port=p.ports.ftps,
-            )
-            for p in manifest.printers
-        ]
-        profiler: cProfile.Profile | None = None
-        started = time.perf_counter()
-        await services.farm.import_printers(specs, actor="bench", test=False)
-        imported = time.perf_counter() - started
+    profiler: cProfile.Profile | None = None
+    async with farm_server(manifest_path, data_dir, ssdp_port) as farm:
         if freeze:
             # Everything built so far (modules, the app, the printers) out of the collector's
             # reach: a full collection then walks only what changed since.
             gc.freeze()
         health = LoopHealth()
         watch = asyncio.create_task(health.watch())
-        async with HttpServer(create_app(services), host="127.0.0.1", port=0) as server:
-            reply({"url": server.url, "key": issued.token, "import_s": imported})
+        async with HttpServer(create_app(farm.services), host="127.0.0.1", port=0) as server:
+            reply({"url": server.url, "key": farm.key, "import_s": farm.import_s})
             async for line in stdin_lines():
                 if line == "mark":
-                    times = os.times()
-                    farm = services.farm
-                    snapshots = [p.snapshot for p in farm.printers()]
-                    reply(
-                        {
-                            "t": time.monotonic(),
-                            "cpu": times.user + times.system,
-                            "reports": sum(s.state.report_count for s in snapshots),
-                            "online": sum(s.connection.connected for s in snapshots),
-                            **health.take(),
-                        }
-                    )
+                    reply({**server_mark(farm.services), **health.take()})
                 elif line == "profile-start":
                     profiler = cProfile.Profile()
                     profiler.enable()
@@ -232,8 +147,6 @@ async def server_child(
                 elif line == "quit":
                     break
         watch.cancel()
-    finally:
-        await services.stop()
 
 
 class LoopHealth:
@@ -348,13 +261,6 @@ async def clients_child(url: str, key: str, count: int, sampled: set[str], defla
 # --------------------------------------------------------------------------- parent
 
 
-def f(body: dict[str, Any], key: str) -> float:
-    """A number from a child's answer."""
-    value = body[key]
-    assert isinstance(value, int | float), (key, value)
-    return float(value)
-
-
 def ms_summary(samples: Sequence[float]) -> dict[str, float]:
     """p50 and p99 in ms of samples given in seconds."""
     in_ms = [s * 1000 for s in samples]
@@ -397,29 +303,19 @@ async def cpu_window(
     if profile_to is not None:
         await server.ask(f"profile-stop {profile_to}")
         print(f"profile written to {profile_to}", file=sys.stderr)
-    window = f(after, "t") - f(before, "t")
-    cpu = f(after, "cpu") - f(before, "cpu")
-    reports = f(after, "reports") - f(before, "reports")
+    window = number(after, "t") - number(before, "t")
+    cpu = number(after, "cpu") - number(before, "cpu")
+    reports = number(after, "reports") - number(before, "reports")
     return {
         "window_s": round(window, 1),
         "cpu_pct": round(cpu / window * 100, 1),
         "reports_per_s": round(reports / window, 1),
         "cpu_us_per_report": round(cpu / max(reports, 1) * 1e6, 1),
-        "loop_lag_max_ms": f(after, "lag_max_ms"),
-        "gc_full": f(after, "gc_full"),
-        "gc_full_ms": f(after, "gc_full_ms"),
-        "gc_tracked": f(after, "gc_tracked"),
+        "loop_lag_max_ms": number(after, "lag_max_ms"),
+        "gc_full": number(after, "gc_full"),
+        "gc_full_ms": number(after, "gc_full_ms"),
+        "gc_tracked": number(after, "gc_tracked"),
     }
-
-
-async def until_online(server: Child, count: int) -> float:
-    """Seconds until every printer is connected."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < ONLINE_TIMEOUT_S:
-        if f(await server.ask("mark"), "online") >= count:
-            return time.perf_counter() - started
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"not every printer came online within {ONLINE_TIMEOUT_S} s")
 
 
 async def with_clients(
@@ -457,8 +353,8 @@ async def with_clients(
         "sim_cpu_pct": round((others_after[0] - others_before[0]) / elapsed * 100, 1),
         "clients_cpu_pct": round((others_after[1] - others_before[1]) / elapsed * 100, 1),
         **ms_summary(delays),
-        "frames_per_s": round(f(received, "frames") / args.seconds, 1),
-        "mb_per_s": round(f(received, "bytes") / args.seconds / 1e6, 2),
+        "frames_per_s": round(number(received, "frames") / args.seconds, 1),
+        "mb_per_s": round(number(received, "bytes") / args.seconds / 1e6, 2),
     }
 
 
@@ -500,7 +396,7 @@ async def parent(args: Any) -> None:
                 await server.quit()
         finally:
             await sim.quit()
-    report(args, rest, rows, {"online_s": online_s, "import_s": f(hello, "import_s")})
+    report(args, rest, rows, {"online_s": online_s, "import_s": number(hello, "import_s")})
 
 
 async def measure_rest(url: str, key: str, serials: list[str]) -> dict[str, dict[str, float]]:

@@ -33,12 +33,11 @@ import asyncio
 import asyncio.sslproto
 import json
 import os
-import resource
 import ssl
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -56,13 +55,13 @@ from bambufarm.protocol.mqtt_packets import (
     decode_packet,
     encode,
 )
-from bambufarm.simulator.clock import ScaledClock
 from bambufarm.simulator.demo import demo_job, start_job
 from bambufarm.simulator.fleet import Addressing, SimFleet
 from bambufarm.simulator.scenario import fleet_secret, mixed_fleet
 from bench.common import print_table, write_json
+from bench.mqtt_subscriber import raise_nofile, reply, stdin_lines
+from bench.simulator import Child, WarpClock
 
-ROOT = Path(__file__).resolve().parent.parent
 USER = "bblp"
 KINDS = ("aiomqtt", "gmqtt", "ours", "ours-bio", "client", "session")
 DEFAULT_SSL_BUFFER = 256 * 1024
@@ -78,7 +77,6 @@ JOB_HOURS = 6.0
 WARP_S = 180.0
 # After the jump every printer publishes at once; let that burst pass before measuring.
 SETTLE_S = 4.0
-LINE_TIMEOUT_S = 600.0
 # Each simulated printer listens on up to 6 sockets plus its subscriber's connection.
 FDS_PER_PRINTER = 8
 READ_CHUNK = 32 * 1024  # ours-bio: plaintext read size per SSLObject.read
@@ -86,30 +84,6 @@ RECV_BUFFER = 16 * 1024  # ours-bio: one TLS record's worth of ciphertext per re
 
 
 # --------------------------------------------------------------------------- child plumbing
-
-
-def raise_nofile(needed: int) -> None:
-    """Raise the soft descriptor limit to the hard one; warn when that is below `needed`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        print(f"warning: RLIMIT_NOFILE {hard} < {needed} needed", file=sys.stderr)
-
-
-async def stdin_lines() -> AsyncIterator[str]:
-    """The parent's commands, one stripped line at a time."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        yield line.decode().strip()
-
-
-def reply(body: Mapping[str, object]) -> None:
-    """Answer the parent with one JSON line."""
-    sys.stdout.write(json.dumps(body) + "\n")
-    sys.stdout.flush()
 
 
 def rss() -> int:
@@ -143,20 +117,6 @@ def read_targets(path: Path) -> tuple[str, list[Target]]:
 # --------------------------------------------------------------------------- child: simulator
 
 
-class WarpClock:
-    """Real-time simulated clock that can jump forward (past a job's warm-up)."""
-
-    __slots__ = ("_base", "_offset")
-
-    def __init__(self) -> None:
-        self._base = ScaledClock(1.0)
-        self._offset = 0.0
-
-    def now(self) -> float:
-        """Simulated Unix seconds."""
-        return self._base.now() + self._offset
-
-
 async def simulator_child(count: int, data_dir: Path) -> None:
     """Run `count` P1S printers; `jobs` starts a print on every other one."""
     raise_nofile(count * FDS_PER_PRINTER + 100)
@@ -179,7 +139,7 @@ async def simulator_child(count: int, data_dir: Path) -> None:
                     if index % 2 == 0 and node.printer.gcode_state not in ("PREPARE", "RUNNING"):
                         start_job(node, "bench.gcode.3mf", job, task_id=1_000_000 + index)
                         printing += 1
-                clock._offset += WARP_S
+                clock.jump(WARP_S)
                 reply({"printing": printing})
             elif line == "mark":
                 reply({"published": fleet.reports_published})
@@ -626,50 +586,6 @@ async def subscriber_child(kind: str, targets_path: Path, ssl_buffer: int) -> No
 # --------------------------------------------------------------------------- parent
 
 
-class Child:
-    """A child process spoken to with one line in, one JSON line out."""
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.process = process
-
-    @classmethod
-    async def spawn(cls, name: str, *args: str) -> "Child":
-        """Start this module as a child with `args`."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.mqtt_client_choice",
-            *args,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        return cls(name, process)
-
-    async def ask(self, command: str | None = None) -> dict[str, Any]:
-        """Send `command` (if any) and read the one-line JSON answer."""
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        if command is not None:
-            self.process.stdin.write(command.encode() + b"\n")
-            await self.process.stdin.drain()
-        line = await asyncio.wait_for(self.process.stdout.readline(), LINE_TIMEOUT_S)
-        if not line:
-            code = await self.process.wait()
-            raise RuntimeError(f"{self.name} exited with {code} (its stderr is above)")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def quit(self) -> None:
-        """Ask the child to stop and wait for it."""
-        if self.process.returncode is None:
-            assert self.process.stdin is not None
-            self.process.stdin.write(b"quit\n")
-            self.process.stdin.close()
-            await self.process.wait()
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
     """One measured subscriber child."""
@@ -696,8 +612,8 @@ async def measure_kind(
 ) -> Row:
     """Run one subscriber child against the running simulator and measure its window."""
     child = await Child.spawn(
-        kind, "--child", "sub", "--kind", kind, "--targets", str(targets),
-        "--ssl-buffer", str(ssl_buffer),
+        kind, "bench.mqtt_client_choice", "--child", "sub", "--kind", kind,
+        "--targets", str(targets), "--ssl-buffer", str(ssl_buffer),
     )  # fmt: skip
     try:
         hello = await child.ask()
@@ -734,8 +650,8 @@ async def parent(counts: list[int], kinds: list[str], buffers: list[int], second
     rows: list[Row] = []
     for count in counts:
         with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
-            sim = await Child.spawn("simulator", "--child", "sim", "--count", str(count),
-                                    "--data-dir", tmp)  # fmt: skip
+            sim = await Child.spawn("simulator", "bench.mqtt_client_choice", "--child", "sim",
+                                    "--count", str(count), "--data-dir", tmp)  # fmt: skip
             try:
                 await sim.ask()
                 jobs = await sim.ask("jobs")

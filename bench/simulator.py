@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import psutil  # type: ignore[import-untyped]
 
@@ -376,7 +376,7 @@ class Child:
         )
         return cls(name, process)
 
-    async def ask(self, command: str | None = None) -> dict[str, object]:
+    async def ask(self, command: str | None = None) -> dict[str, Any]:
         """Send `command` (if any) and read the one-line JSON answer."""
         assert self.process.stdin is not None
         assert self.process.stdout is not None
@@ -387,7 +387,7 @@ class Child:
         if not line:
             code = await self.process.wait()
             raise RuntimeError(f"{self.name} exited with {code} (its stderr is above)")
-        answer: dict[str, object] = json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
         return answer
 
     def cpu_s(self) -> float:

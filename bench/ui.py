@@ -35,8 +35,6 @@ overtaken by the next one is never shown; only the reports that reached the card
 import argparse
 import asyncio
 import gc
-import logging
-import os
 import random
 import statistics
 import sys
@@ -51,38 +49,31 @@ from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from bambufarm.api.app import create_app
 from bambufarm.api.server import HttpServer
-from bambufarm.app import open_services
-from bambufarm.auth.accounts import create_user
-from bambufarm.auth.api_keys import create_api_key
-from bambufarm.auth.roles import Role
-from bambufarm.farm.service import PrinterSpec
-from bambufarm.runtime import tune_asyncio_tls
-from bambufarm.settings import PrinterTlsMode, Settings
-from bambufarm.simulator.demo import demo_job, start_job
-from bambufarm.simulator.fleet import Addressing, SimFleet
-from bambufarm.simulator.manifest import Manifest
 from bambufarm.simulator.node import PrinterNode
-from bambufarm.simulator.scenario import DEMO_MODELS, fleet_secret, mixed_fleet
-from bambufarm.storage.users import get_user
 from bench import ui_probe
-from bench.api import dump, load
 from bench.common import percentile, print_table, write_json
-from bench.mqtt_subscriber import raise_nofile, reply, stdin_lines
-from bench.simulator import Child, WarpClock
+from bench.demo_fleet import (
+    USER,
+    dump,
+    farm_server,
+    load,
+    number,
+    server_mark,
+    start_fleet,
+    start_prints,
+    until_online,
+)
+from bench.mqtt_subscriber import reply, stdin_lines
+from bench.simulator import Child
 
-JOB_HOURS = 6.0  # no job ends inside a 10-minute window
-WARP_S = 180.0  # past PREPARE's ~130 simulated seconds
 SAMPLE = 50  # printers whose reports carry a marker, spread over the fleet
 SETTLE_S = 5.0
 DRAIN_S = 5.0  # how often the page's records are pulled out of it
 MEMORY_EVERY_S = 60.0
-FDS_PER_PRINTER = 8
-ONLINE_TIMEOUT_S = 300.0
 PAGE_TIMEOUT_MS = 180_000  # 500 cards on a loaded 2-core machine, with margin
 BUDGET_DOM_P99_MS = 250.0
 BUDGET_LONG_TASK_MS = 100.0
 BUDGET_WS_P99_MS = 100.0  # bench/api's budget for the frame itself
-USER = "bench"
 # As tests/browser/conftest.py launches it, plus exact heap figures for performance.memory.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
@@ -123,18 +114,7 @@ def stamp(node: PrinterNode, records: list[tuple[str, int, float, float]]) -> No
 
 async def simulator_child(data_dir: Path, count: int) -> None:
     """Run the mixed fleet, all printing; serve the marker records."""
-    raise_nofile(count * FDS_PER_PRINTER + 200)
-    addressing = Addressing()
-    clock = WarpClock()
-    spec = mixed_fleet(
-        count, secret=fleet_secret(data_dir), hosts=addressing.hosts(count), models=DEMO_MODELS
-    )
-    fleet = SimFleet(spec, data_dir=data_dir, addressing=addressing, clock=clock, ssdp_targets=())
-    manifest = await fleet.start()
-    # Test equipment: the printers' start-up objects out of the collector's walk.
-    gc.freeze()
-    path = data_dir / "manifest.json"
-    manifest.write(path)
+    fleet, clock, path = await start_fleet(data_dir, count)
     # Spread over the fleet and its models: a fixed stride would land on a few models only
     # (every 10th of 6 cycling models is 3 of them). Seeded, so every run times the same ones.
     picked = sorted(random.Random(count).sample(range(count), min(SAMPLE, count)))
@@ -142,17 +122,12 @@ async def simulator_child(data_dir: Path, count: int) -> None:
     records: list[tuple[str, int, float, float]] = []
     for node in sampled:
         stamp(node, records)
-    jobs: dict[str, bytes] = {}
-    for index, node in enumerate(fleet.nodes):
-        model = node.spec.identity.model
-        job = jobs.setdefault(model.name, demo_job(model, JOB_HOURS))
-        start_job(node, "bench.gcode.3mf", job, task_id=1_000_000 + index)
-    clock.jump(WARP_S)
+    printing = start_prints(fleet, clock)
     reply(
         {
             "manifest": str(path),
             "sampled": [node.serial for node in sampled],
-            "printing": len(fleet.nodes),
+            "printing": printing,
         }
     )
     try:
@@ -161,7 +136,7 @@ async def simulator_child(data_dir: Path, count: int) -> None:
                 reply({"cleared": len(records)})
                 records.clear()
             elif line.startswith("samples "):
-                dump(line.removeprefix("samples "), records)  # type: ignore[arg-type]
+                dump(line.removeprefix("samples "), records)
                 reply({"samples": len(records)})
                 records.clear()
             elif line == "quit":
@@ -175,68 +150,20 @@ async def simulator_child(data_dir: Path, count: int) -> None:
 
 async def server_child(manifest_path: Path, data_dir: Path, ssdp_port: int) -> None:
     """The server as `bambufarm serve` builds it, with every printer of the manifest."""
-    # Only errors: hundreds of sessions saying hello would bury the parent's output.
-    logging.basicConfig(level=logging.ERROR)
-    tune_asyncio_tls()
-    manifest = Manifest.read(manifest_path)
-    raise_nofile(len(manifest.printers) * 2 + 500)
-    settings = Settings(
-        data_dir=data_dir,
-        printer_tls=PrinterTlsMode.VERIFY,
-        printer_ca_file=Path(manifest.ca_cert),
-        ssdp_port=ssdp_port,
-    )
-    services = await open_services(settings)
-    password = os.urandom(16).hex()
-    try:
-        async with services.database.session() as session:
-            await create_user(
-                session, services.passwords, USER, password, Role.ADMIN, must_change_password=False
-            )
-            owner = await get_user(session, USER)
-            issued = await create_api_key(session, owner, USER, ["admin"])
-        await services.start()
-        specs = [
-            PrinterSpec(
-                serial=p.serial,
-                access_code=p.access_code,
-                host=p.host,
-                name=p.name,
-                model=p.model,
-                mqtt_port=p.ports.mqtt,
-                ftps_port=p.ports.ftps,
-            )
-            for p in manifest.printers
-        ]
-        await services.farm.import_printers(specs, actor="bench", test=False)
-        async with HttpServer(create_app(services), host="127.0.0.1", port=0) as server:
-            # Over the pipe to the parent only: the password is made up for this run.
-            reply({"url": server.url, "key": issued.token, "password": password})
-            async for line in stdin_lines():
-                if line == "mark":
-                    times = os.times()
-                    snapshots = [p.snapshot for p in services.farm.printers()]
-                    reply(
-                        {
-                            "t": time.monotonic(),
-                            "cpu": times.user + times.system,
-                            "online": sum(s.connection.connected for s in snapshots),
-                        }
-                    )
-                elif line == "quit":
-                    break
-    finally:
-        await services.stop()
+    async with (
+        farm_server(manifest_path, data_dir, ssdp_port) as farm,
+        HttpServer(create_app(farm.services), host="127.0.0.1", port=0) as server,
+    ):
+        # Over the pipe to the parent only: the password is made up for this run.
+        reply({"url": server.url, "key": farm.key, "password": farm.password})
+        async for line in stdin_lines():
+            if line == "mark":
+                reply(server_mark(farm.services))
+            elif line == "quit":
+                break
 
 
 # --------------------------------------------------------------------------- parent
-
-
-def f(body: dict[str, Any], key: str) -> float:
-    """A number from a child's answer."""
-    value = body[key]
-    assert isinstance(value, int | float), (key, value)
-    return float(value)
 
 
 def ms_summary(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -277,16 +204,6 @@ def browser_share(
         if wall is not None:
             out.append(at - wall * 1000)
     return out
-
-
-async def until_online(server: Child, count: int) -> float:
-    """Seconds until every printer is connected."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < ONLINE_TIMEOUT_S:
-        if f(await server.ask("mark"), "online") >= count:
-            return time.perf_counter() - started
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"not every printer came online within {ONLINE_TIMEOUT_S} s")
 
 
 async def sim_samples(sim: Child, path: str) -> list[list[Any]]:
@@ -391,14 +308,14 @@ async def browser_run(
                 # What the forced collection and the reads above did is not the page's.
                 await ui_probe.drain(page)
                 records: dict[str, list[Any]] = {"dom": [], "frames": [], "longtasks": []}
-                cpu_before = (ui_probe.renderer_cpu_s(), f(await server.ask("mark"), "cpu"))
+                cpu_before = (ui_probe.renderer_cpu_s(), number(await server.ask("mark"), "cpu"))
                 began = time.monotonic()
                 gc.disable()
                 timeline = await window(page, cdp, args.minutes * 60, records)
                 gc.enable()
                 elapsed = time.monotonic() - began
                 end = await ui_probe.metrics(cdp, page)
-                cpu_after = (ui_probe.renderer_cpu_s(), f(await server.ask("mark"), "cpu"))
+                cpu_after = (ui_probe.renderer_cpu_s(), number(await server.ask("mark"), "cpu"))
                 clock_end = await ui_probe.clock_offset(page, time.time)
                 published = await sim_samples(sim, f"{scratch}/p1.json")
                 with_page_items = client.items / elapsed
@@ -447,7 +364,7 @@ async def parent(args: Any) -> None:
         )  # fmt: skip
         try:
             sim_hello = await sim.ask()
-            sampled = list(sim_hello["sampled"])  # type: ignore[call-overload]
+            sampled = list(sim_hello["sampled"])
             server = await Child.spawn(
                 "server", "bench.ui", "--child", "server", "--manifest",
                 str(sim_hello["manifest"]), "--data-dir", f"{tmp}/server",
