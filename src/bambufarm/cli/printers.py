@@ -8,7 +8,7 @@ problem details, printed as they are: they say what was wrong and what to do.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
@@ -40,6 +40,7 @@ UserOption = Annotated[
     str | None,
     typer.Option("--user", help="Sign in as this user instead (the password is asked for)."),
 ]
+PrinterArgument = Annotated[str, typer.Argument(help="Serial or name.")]
 
 printers_app = typer.Typer(
     help="Printers of a running server: list, add, import, remove, status.",
@@ -265,7 +266,7 @@ def import_command(
 
 @printers_app.command("remove")
 def remove_command(
-    printer: Annotated[str, typer.Argument(help="Serial or name.")],
+    printer: PrinterArgument,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
@@ -282,7 +283,7 @@ def remove_command(
 
 @printers_app.command("status")
 def status_command(
-    printer: Annotated[str, typer.Argument(help="Serial or name.")],
+    printer: PrinterArgument,
     url: UrlOption = None,
     api_key: KeyOption = None,
     user: UserOption = None,
@@ -326,45 +327,35 @@ def _status_table(info: dict[str, Any], status: dict[str, Any]) -> Table:
     return table
 
 
-def _command(
-    name: str, printer: str, url: str | None, api_key: str | None, user: str | None
-) -> None:
-    with api_client(url, api_key, user) as api:
-        serial = api.printer_serial(printer)
-        outcome = api.call("POST", f"/api/v1/printers/{serial}/{name}")
-    typer.echo(f"{name} {serial}: {outcome['status']} ({outcome['reason']})")
+# The print controls without arguments: command (and API path) name, and its help.
+PRINT_CONTROLS: Final = (
+    ("pause", "Pause a printer's print."),
+    ("resume", "Resume a paused print."),
+    ("stop", "Stop (cancel) a printer's print."),
+)
+
+
+def _print_control(name: str, help_text: str) -> Callable[..., None]:
+    """The CLI command `bambufarm <name> PRINTER`: POST /api/v1/printers/{serial}/<name>."""
+
+    def command(
+        printer: PrinterArgument,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+        user: UserOption = None,
+    ) -> None:
+        with api_client(url, api_key, user) as api:
+            serial = api.printer_serial(printer)
+            outcome = api.call("POST", f"/api/v1/printers/{serial}/{name}")
+        typer.echo(f"{name} {serial}: {outcome['status']} ({outcome['reason']})")
+
+    command.__name__ = f"{name}_command"
+    command.__doc__ = help_text
+    return command
 
 
 def register(app: typer.Typer) -> None:
     """Add `printers` and the `pause`, `resume` and `stop` commands to the CLI."""
     app.add_typer(printers_app, name="printers")
-
-    @app.command("pause")
-    def pause_command(
-        printer: Annotated[str, typer.Argument(help="Serial or name.")],
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-        user: UserOption = None,
-    ) -> None:
-        """Pause a printer's print."""
-        _command("pause", printer, url, api_key, user)
-
-    @app.command("resume")
-    def resume_command(
-        printer: Annotated[str, typer.Argument(help="Serial or name.")],
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-        user: UserOption = None,
-    ) -> None:
-        """Resume a paused print."""
-        _command("resume", printer, url, api_key, user)
-
-    @app.command("stop")
-    def stop_command(
-        printer: Annotated[str, typer.Argument(help="Serial or name.")],
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-        user: UserOption = None,
-    ) -> None:
-        """Stop (cancel) a printer's print."""
-        _command("stop", printer, url, api_key, user)
+    for name, help_text in PRINT_CONTROLS:
+        app.command(name)(_print_control(name, help_text))

@@ -24,7 +24,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bambufarm.cli.printers import ApiClient, KeyOption, UrlOption, UserOption, api_client
+from bambufarm.cli.printers import (
+    ApiClient,
+    KeyOption,
+    PrinterArgument,
+    UrlOption,
+    UserOption,
+    api_client,
+)
 
 # Reads of 256 KiB move the bar smoothly (a 30 MB file in ~120 steps) at little cost.
 CHUNK_BYTES: Final = 256 * 1024
@@ -325,7 +332,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("clear")
     def clear_command(
-        printer: Annotated[str, typer.Argument(help="Serial or name.")],
+        printer: PrinterArgument,
         url: UrlOption = None,
         api_key: KeyOption = None,
         user: UserOption = None,
