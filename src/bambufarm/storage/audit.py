@@ -15,14 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bambufarm.storage.errors import InvalidValue
-from bambufarm.storage.paging import (
-    DEFAULT_LIMIT,
-    Cursor,
-    HistoryPage,
-    check_limit,
-    older_than,
-    time_window,
-)
+from bambufarm.storage.paging import DEFAULT_LIMIT, Cursor, HistoryPage, newest_first
 from bambufarm.storage.tables import AuditRow
 
 MAX_ACTOR: Final = 128
@@ -79,7 +72,6 @@ async def list_actions(
     limit: int = DEFAULT_LIMIT,
 ) -> HistoryPage[AuditEntry]:
     """Entries newest first, filtered; pass the returned `next_cursor` as `after` for more."""
-    check_limit(limit)
     query = select(AuditRow)
     if actor is not None:
         query = query.where(AuditRow.actor == actor)
@@ -87,18 +79,17 @@ async def list_actions(
         query = query.where(AuditRow.action == action)
     if printer_serial is not None:
         query = query.where(AuditRow.printer_serial == printer_serial)
-    query = time_window(query, AuditRow.at, since, until)
-    if after is not None:
-        query = query.where(older_than(AuditRow.at, AuditRow.id, after))
-    rows = list(
-        await session.scalars(
-            query.order_by(AuditRow.at.desc(), AuditRow.id.desc()).limit(limit + 1)
-        )
+    return await newest_first(
+        session,
+        query,
+        AuditRow.at,
+        AuditRow.id,
+        _entry,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit,
     )
-    more = len(rows) > limit
-    items = tuple(_entry(r) for r in rows[:limit])
-    next_cursor = Cursor(items[-1].at, items[-1].id) if more else None
-    return HistoryPage(items, next_cursor)
 
 
 def _entry(row: AuditRow) -> AuditEntry:

@@ -16,14 +16,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bambufarm.storage.errors import InvalidValue
-from bambufarm.storage.paging import (
-    DEFAULT_LIMIT,
-    Cursor,
-    HistoryPage,
-    check_limit,
-    older_than,
-    time_window,
-)
+from bambufarm.storage.paging import DEFAULT_LIMIT, Cursor, HistoryPage, newest_first
 from bambufarm.storage.tables import EventRow
 
 MAX_SERIAL: Final = 32
@@ -78,21 +71,22 @@ async def event_history(
     limit: int = DEFAULT_LIMIT,
 ) -> HistoryPage[EventRecord]:
     """Events newest first; pass the returned `next_cursor` as `after` for the next page."""
-    check_limit(limit)
     query = select(EventRow)
     if serial is not None:
         query = query.where(EventRow.serial == serial)
     if kinds is not None:
         query = query.where(EventRow.kind.in_(sorted(kinds)))
-    query = time_window(query, EventRow.at, since, until)
-    if after is not None:
-        query = query.where(older_than(EventRow.at, EventRow.id, after))
-    ordered = query.order_by(EventRow.at.desc(), EventRow.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(ordered))
-    more = len(rows) > limit
-    items = tuple(_record(r) for r in rows[:limit])
-    next_cursor = Cursor(items[-1].at, items[-1].id) if more else None
-    return HistoryPage(items, next_cursor)
+    return await newest_first(
+        session,
+        query,
+        EventRow.at,
+        EventRow.id,
+        _record,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit,
+    )
 
 
 async def prune_events(session: AsyncSession, before: datetime) -> int:

@@ -8,11 +8,13 @@ id of the last row seen), which an index serves directly however deep the page.
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bambufarm.storage.errors import InvalidValue
@@ -106,3 +108,30 @@ def time_window(
     if until is not None:
         query = query.where(at_column < until)
     return query
+
+
+async def newest_first(
+    session: AsyncSession,
+    query: Select[S],
+    at_column: InstrumentedAttribute[datetime],
+    id_column: InstrumentedAttribute[int],
+    to_item: Callable[[S], T],
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    after: Cursor | None,
+    limit: int,
+) -> HistoryPage[T]:
+    """One page of `query`'s rows, newest first after `after`, within since..until."""
+    check_limit(limit)
+    query = time_window(query, at_column, since, until)
+    if after is not None:
+        query = query.where(older_than(at_column, id_column, after))
+    # One row past the page says whether another page follows, without a COUNT.
+    ordered = query.order_by(at_column.desc(), id_column.desc()).limit(limit + 1)
+    rows = list(await session.scalars(ordered))
+    if len(rows) <= limit:
+        return HistoryPage(tuple(to_item(r) for r in rows), None)
+    last = rows[limit - 1]
+    cursor = Cursor(getattr(last, at_column.key), getattr(last, id_column.key))
+    return HistoryPage(tuple(to_item(r) for r in rows[:limit]), cursor)
