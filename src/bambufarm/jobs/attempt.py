@@ -12,6 +12,7 @@ ids ("0") is matched on the file name and the display name instead.
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -28,6 +29,11 @@ from bambufarm.protocol.threemf import PlateFilament
 TASK_ID_LOW: Final = 1_000_000
 REMOTE_PREFIX: Final = "bf-"
 REMOTE_SUFFIX: Final = ".gcode.3mf"
+# 24 hex digits (96 bits) of the file's sha256 tell files apart on one card.
+REMOTE_HEX: Final = 24
+_REMOTE_NAME: Final = re.compile(
+    f"{re.escape(REMOTE_PREFIX)}[0-9a-f]{{{REMOTE_HEX}}}{re.escape(REMOTE_SUFFIX)}"
+)
 _NO_ID: Final = frozenset({"", "0"})
 
 
@@ -78,7 +84,12 @@ def remote_name(sha256: str) -> str:
 
     Copies of one file on one printer reuse the upload, and a pre-staged file is found again.
     """
-    return f"{REMOTE_PREFIX}{sha256[:24]}{REMOTE_SUFFIX}"
+    return f"{REMOTE_PREFIX}{sha256[:REMOTE_HEX]}{REMOTE_SUFFIX}"
+
+
+def is_remote_name(name: str) -> bool:
+    """True for a name `remote_name` makes (`bf-<24 hex>.gcode.3mf`): a file the queue put there."""
+    return _REMOTE_NAME.fullmatch(name) is not None
 
 
 @dataclass(slots=True)

@@ -50,6 +50,7 @@ from bambufarm.jobs.dispatch import Assignment, CandidateReason, JobRequest, Pri
 from bambufarm.jobs.library import Library
 from bambufarm.jobs.model import DISPATCHABLE, JobState, claim, transition
 from bambufarm.jobs.reconcile import Recovery, recover
+from bambufarm.jobs.sd_cleanup import DEFAULT_KEEP, SdCleanup
 from bambufarm.jobs.staging import Staging
 from bambufarm.jobs.starter import DispatchStats, Starter
 from bambufarm.jobs.tracker import Tracker
@@ -94,6 +95,8 @@ class DispatcherOptions:
     color_tolerance: float = 0.0  # CIE76 ΔE between the file's and the tray's colour
     max_jobs_per_round: int = MAX_LIMIT  # the head of the queue a round considers
     storage_retry_s: float = 5.0  # start-up reconciliation retried while the database is down
+    sd_cleanup: bool = True  # delete the queue's files from printers' cards once unneeded
+    sd_keep_recent: int = DEFAULT_KEEP  # of those, the most recently printed kept per printer
 
 
 def _utc_now() -> datetime:
@@ -126,6 +129,10 @@ class Dispatcher:
             fleet=fleet, library=library, wakeup=wakeup,
             concurrency=self.options.prestage_concurrency,
         )  # fmt: skip
+        self.cleanup = SdCleanup(
+            database=database, fleet=fleet, staging=self.staging, wakeup=wakeup,
+            enabled=self.options.sd_cleanup, keep_recent=self.options.sd_keep_recent,
+        )  # fmt: skip
         self.tracker = Tracker(
             database=database,
             fleet=fleet,
@@ -136,11 +143,13 @@ class Dispatcher:
             wall_clock=wall_clock,
             wakeup=wakeup,
             clock=clock,
+            cleanup=self.cleanup,
         )
         self.stats = DispatchStats()
         self._starter = Starter(
             fleet=fleet, library=library, tracker=self.tracker, watchdog=self.watchdog,
             staging=self.staging, limits=self.options.limits, stats=self.stats, clock=clock,
+            cleanup=self.cleanup,
         )  # fmt: skip
         self.recovery: Recovery | None = None
         self._reasons: Mapping[str, tuple[CandidateReason, ...]] = MappingProxyType({})
@@ -224,6 +233,7 @@ class Dispatcher:
         finally:
             self._group = None
             await self.staging.aclose()
+            await self.cleanup.aclose()
 
     # ------------------------------------------------------------------ reading
 
@@ -380,9 +390,12 @@ class Dispatcher:
             taken = {a.job_id for a in assignments}
             left = [r for r in requests if r.job_id not in taken]
             for serial, sha in self.staging.plan(
-                views, left, files, now=now, spare=self._spare_uploads()
-            ):
+                views, left, files, now=now, spare=self._spare_uploads(),
+                skip=self.cleanup.busy_serials,
+            ):  # fmt: skip
                 self.staging.begin(serial, sha, self._group)
+                # A file lands on the card: sweep it meanwhile (the printer prints for a while).
+                self.cleanup.request(serial)
 
     def _spare_uploads(self) -> int:
         """Transfer slots no real upload is using or waiting for."""

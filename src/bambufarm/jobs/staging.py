@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from bambufarm.fleet.errors import FleetError
 from bambufarm.fleet.supervisor import Fleet
@@ -91,6 +91,12 @@ class Staging:
         """The printer could not read the file: upload it again next time."""
         self._held.get(serial, set()).discard(sha256)
 
+    def drop(self, serial: str, name: str) -> None:
+        """The card's file `name` is being deleted: no file held under that name any more."""
+        held = self._held.get(serial)
+        if held:
+            held.difference_update([sha for sha in held if remote_name(sha) == name])
+
     @property
     def in_flight_count(self) -> int:
         """Pre-stage uploads running or waiting for a slot."""
@@ -120,6 +126,7 @@ class Staging:
         *,
         now: float,
         spare: int,
+        skip: Collection[str] = (),
     ) -> list[tuple[str, str]]:
         """(serial, sha256) pairs to pre-stage now: working printers' likely next files.
 
@@ -127,6 +134,7 @@ class Staging:
         `spare` is how many uploads may start without delaying a real one. A job is staged
         on one printer and a printer stages one job (its earmark) until the job is taken or
         the printer is free, so that rounds that guess differently do not upload twice.
+        Printers in `skip` (their card is being swept) get no upload this round.
         """
         uploader = self._fleet.uploader
         working = {
@@ -146,6 +154,7 @@ class Staging:
             for serial, view in working.items()
             if serial not in marked
             and serial not in self._inflight
+            and serial not in skip
             and (uploader is None or not uploader.busy(serial))
         ]
         jobs = [r for r in waiting if r.job_id not in self._earmarks]

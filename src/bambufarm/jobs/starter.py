@@ -23,6 +23,7 @@ from bambufarm.fleet.errors import FleetError
 from bambufarm.fleet.supervisor import Fleet
 from bambufarm.jobs.attempt import Attempt
 from bambufarm.jobs.library import Library
+from bambufarm.jobs.sd_cleanup import SdCleanup
 from bambufarm.jobs.staging import Staging
 from bambufarm.jobs.tracker import Tracker
 from bambufarm.jobs.watchdog import Stage, StageLimits, Watchdog
@@ -64,6 +65,7 @@ class Starter:
         limits: StageLimits,
         stats: DispatchStats,
         clock: Callable[[], float],
+        cleanup: SdCleanup | None = None,
     ) -> None:
         self._fleet = fleet
         self._library = library
@@ -73,6 +75,7 @@ class Starter:
         self._limits = limits
         self._stats = stats
         self._clock = clock
+        self._cleanup = cleanup
 
     async def run(self, attempt: Attempt) -> None:
         """Upload (unless the printer has the file), write `starting`, send `project_file`."""
@@ -87,7 +90,11 @@ class Starter:
 
     async def _run(self, attempt: Attempt) -> None:
         serial, label = attempt.serial, attempt.printer
+        cleanup = self._cleanup
         try:
+            if cleanup is not None:
+                # A sweep of this card must not delete the file this start is about to use.
+                await cleanup.settle(serial)
             handle = self._fleet.get(serial)
             how = "held"
             if not self._staging.holds(serial, attempt.sha256, handle.state):
@@ -97,6 +104,10 @@ class Starter:
                 await self._staging.settle(serial, attempt.sha256)
                 if not self._staging.holds(serial, attempt.sha256, handle.state):
                     how = "upload"
+                    if cleanup is not None:
+                        # Room on the card before the file lands: a listing and a delete per
+                        # old file (~1 s each on a printer) before minutes of upload.
+                        await cleanup.sweep(serial, keep=(attempt.remote,))
                     await self._upload(attempt)
             if not await self._tracker.starting(attempt) or attempt.cancel_requested:
                 return  # moved on, or cancelled while `starting` was written: nothing sent

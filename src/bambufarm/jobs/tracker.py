@@ -27,6 +27,7 @@ from bambufarm.jobs.attempt import Attempt, Phase, Sighting, failure_text, is_ca
 from bambufarm.jobs.closing import PATHS, Ending, RetryPolicy, close_attempt, queue_again
 from bambufarm.jobs.history import PrintOutcome, print_for_attempt, start_print
 from bambufarm.jobs.model import JobState, fail, transition
+from bambufarm.jobs.sd_cleanup import SdCleanup
 from bambufarm.jobs.staging import Staging
 from bambufarm.jobs.wakeup import Wakeup
 from bambufarm.jobs.watchdog import (
@@ -73,6 +74,7 @@ class Tracker:
         wall_clock: Callable[[], datetime],
         wakeup: Wakeup,
         clock: Callable[[], float],
+        cleanup: SdCleanup | None = None,
     ) -> None:
         self._db = database
         self._fleet = fleet
@@ -83,6 +85,7 @@ class Tracker:
         self._wall = wall_clock
         self._clock = clock
         self._wakeup = wakeup
+        self._cleanup = cleanup
         self._by_job: dict[int, Attempt] = {}
         self._by_serial: dict[str, Attempt] = {}
         self._ended: dict[str, int] = {}  # serial -> task id of our attempt that ended last
@@ -286,6 +289,9 @@ class Tracker:
                 await queue_again(session, attempt, reason, self._policy, now=now)
         self._forget(attempt)
         self._ended[attempt.serial] = attempt.task_id
+        if self._cleanup is not None:
+            # The job is over: the card's older files of the queue may go (in the background).
+            self._cleanup.request(attempt.serial)
         logger.info(
             "job %d on %s ended: %s%s", attempt.job_id, attempt.printer, ending.outcome.value,
             f" ({ending.reason})" if ending.reason else "",
