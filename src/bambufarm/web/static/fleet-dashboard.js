@@ -3,8 +3,10 @@
 // again whenever the WebSocket (re)opens, so nothing missed while it was down stays stale.
 // The queue's side comes the same way: the plates waiting to be cleared and the jobs on
 // printers (GET /api/v1/plates, /api/v1/jobs), then the `jobs` topic's changes.
+// Operators and admins also pick printers for bulk pause/resume/stop (bulk-actions.js).
 
 import { api, goToLogin, handleSessionProblem } from "./api.js";
+import { BulkActions } from "./bulk-actions.js";
 import { h, replaceChildren, setText } from "./dom.js";
 import { LiveFeed } from "./live.js";
 import { PrinterCard } from "./printer-card.js";
@@ -174,6 +176,12 @@ export class FleetDashboard extends HTMLElement {
       this.setPlate(event.detail);
       this.showQueue(event.detail.printer);
     });
+    this.bulk = null;
+    if (this.canControl) {
+      this.bulk = new BulkActions();
+      this.bulk.setup({ cards: this.cards });
+      this.grid.addEventListener("select-change", (event) => this.bulk.toggle(event.detail.serial, event.detail.selected));
+    }
     this.message = h("div", { class: "notice notice-error", role: "alert", hidden: true });
     this.empty = h("p", { class: "empty", hidden: true });
     replaceChildren(
@@ -182,6 +190,7 @@ export class FleetDashboard extends HTMLElement {
       toolbar,
       this.message,
       this.summary,
+      this.bulk,
       this.grid,
       this.empty,
     );
@@ -308,7 +317,7 @@ export class FleetDashboard extends HTMLElement {
     let card = this.cards.get(view.serial);
     if (!card) {
       card = new PrinterCard();
-      card.setup(view, { canControl: this.canControl, plateOf: (sha, plate) => this.plateOf(sha, plate) });
+      card.setup(view, { canControl: this.canControl, selectable: this.canControl, plateOf: (sha, plate) => this.plateOf(sha, plate) });
       this.cards.set(view.serial, card);
       this.grid.append(card);
       this.showQueue(view.serial);
@@ -445,6 +454,8 @@ export class FleetDashboard extends HTMLElement {
     for (const card of this.cards.values()) if (!card.hidden) shown += 1;
     setText(this.summary, total === 0 ? "" : shown === total ? `${total} printers` : `Showing ${shown} of ${total} printers`);
     this.empty.hidden = shown > 0;
+    // Filters, states and membership all change what the bulk bar offers.
+    this.bulk?.refresh();
     setText(
       this.empty,
       total === 0 ? "No printers yet. An admin adds them through the API (POST /api/v1/printers, described at /api/docs)." : "No printer matches these filters.",

@@ -2,7 +2,8 @@
 // the text and attributes that differ, so a fleet of hundreds updating every second stays cheap.
 // `setQueue({plate, job})` adds what the queue knows: a "plate not cleared" badge with its Clear
 // button (operators; confirmed) and, when the print is one of ours, the job's name and plate
-// thumbnail.
+// thumbnail. With `selectable`, a box picks the printer for the dashboard's bulk actions
+// (bulk-actions.js); the card says so with a bubbling `select-change` event.
 
 import { api, handleSessionProblem } from "./api.js";
 import { confirmAction } from "./confirm-dialog.js";
@@ -17,9 +18,10 @@ const OUTCOME_TEXT = { finished: "the last print finished", failed: "the last pr
 export class PrinterCard extends HTMLElement {
   /**
    * Draw the card for `view`; `canControl` decides whether control buttons exist at all;
-   * `plateOf(sha256, plate)` resolves a library plate (for its thumbnail) or null.
+   * `plateOf(sha256, plate)` resolves a library plate (for its thumbnail) or null;
+   * `selectable` draws the box that picks it for bulk actions.
    */
-  setup(view, { canControl, plateOf = null }) {
+  setup(view, { canControl, plateOf = null, selectable = false }) {
     this.canControl = canControl;
     this.plateOf = plateOf;
     this.queue = { plate: null, job: null };
@@ -59,6 +61,17 @@ export class PrinterCard extends HTMLElement {
     this.trays = h("ul", { class: "trays", "aria-label": `Filament of ${view.name}` });
     this.actions = h("div", { class: "card-actions" });
     this.actionError = h("p", { class: "action-error", role: "status", hidden: true });
+    this.selectBox = null;
+    this.selectName = null;
+    if (selectable) {
+      this.selectBox = h("input", { type: "checkbox", class: "card-select-box" });
+      this.selectName = h("span", { class: "visually-hidden" });
+      this.selectBox.addEventListener("change", () => {
+        this.classList.toggle("is-selected", this.selectBox.checked);
+        const detail = { serial: this.view.serial, selected: this.selectBox.checked };
+        this.dispatchEvent(new CustomEvent("select-change", { bubbles: true, detail }));
+      });
+    }
     this.buttons = {};
     if (canControl) {
       for (const command of ["pause", "resume", "stop"]) {
@@ -82,6 +95,7 @@ export class PrinterCard extends HTMLElement {
       h(
         "div",
         { class: "card-head" },
+        this.selectBox ? h("label", { class: "card-select" }, this.selectBox, this.selectName) : null,
         h("div", { class: "card-title" }, h("h2", { id: nameId }, this.link), this.modelLine),
         this.pill,
       ),
@@ -123,6 +137,7 @@ export class PrinterCard extends HTMLElement {
     this.dataset.category = view.category;
     this.dataset.model = view.model;
     setText(this.link, view.name);
+    if (this.selectName) setText(this.selectName, `Select ${view.name}`);
     setText(this.modelLine, view.name === view.serial ? view.model : `${view.model} · ${view.serial}`);
     setText(this.pill, stateLabel(view));
     this.pill.className = `pill pill-${view.category}`;
@@ -156,6 +171,23 @@ export class PrinterCard extends HTMLElement {
     if (!previous || trayKey(previous) !== trayKey(view)) this.drawTrays(view);
 
     if (this.canControl) showAllowed(this.buttons, view);
+  }
+
+  /** True when the printer is picked for bulk actions. */
+  get selected() {
+    return Boolean(this.selectBox?.checked);
+  }
+
+  set selected(value) {
+    if (!this.selectBox || this.selectBox.checked === Boolean(value)) return;
+    this.selectBox.checked = Boolean(value);
+    this.classList.toggle("is-selected", Boolean(value));
+  }
+
+  /** Show why a command failed on this card (empty text hides it). */
+  showActionError(text) {
+    this.actionError.textContent = text;
+    this.actionError.hidden = !text;
   }
 
   /** What the queue knows of this printer: its plate state (or null) and its job (or null). */
