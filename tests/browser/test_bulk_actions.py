@@ -237,6 +237,17 @@ async def test_stop_names_what_is_skipped_and_cancel_sends_nothing(
     await expect(page.locator("printer-card.is-selected")).to_have_count(0)
     await expect(page.get_by_role("status").filter(has_text="Selection cleared")).to_have_count(1)
     await expect(select_all).to_be_focused()
+
+    # The compact list has the same boxes, reachable and labelled on a phone too.
+    await page.get_by_role("button", name="List").click()
+    box_in_list = page.get_by_label(f"Select {idle}", exact=True)
+    await expect(box_in_list).to_be_visible()
+    await box_in_list.focus()
+    await page.keyboard.press("Space")
+    await expect(bar.locator(".bulk-count")).to_have_text("1 printer selected")
+    await expect(bar.get_by_role("button", name=re.compile(r"^Pause"))).to_be_disabled()
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await screenshot(page, "list-phone")
     assert commands == []
 
 
