@@ -168,6 +168,8 @@ class SdCleanup:
         run = _Sweep()
         self._sweeps[serial] = run
         run.task = asyncio.create_task(self._background(serial, run), name=f"sd-cleanup-{serial}")
+        # Also when cancelled before its first step (a start came at once): no `finally` runs then.
+        run.task.add_done_callback(lambda _task: self._finish(serial, run))
 
     async def sweep(self, serial: str, *, keep: Collection[str] = ()) -> SweepResult:
         """Sweep the printer's card now (after a sweep of it under way); never raises."""
@@ -204,11 +206,8 @@ class SdCleanup:
     # ------------------------------------------------------------------ one sweep
 
     async def _background(self, serial: str, run: _Sweep) -> None:
-        try:
-            async with self._slots:
-                await self._run(serial, run, frozenset())
-        finally:
-            self._finish(serial, run)
+        async with self._slots:
+            await self._run(serial, run, frozenset())
         # Pre-staging skipped this printer while it was swept: plan it again.
         self._wakeup.poke(f"card of {serial} swept")
 
