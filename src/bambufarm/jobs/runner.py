@@ -391,7 +391,7 @@ class Dispatcher:
             left = [r for r in requests if r.job_id not in taken]
             for serial, sha in self.staging.plan(
                 views, left, files, now=now, spare=self._spare_uploads(),
-                skip=self.cleanup.busy_serials,
+                skip=self.cleanup.staging_skips(),
             ):  # fmt: skip
                 self.staging.begin(serial, sha, self._group)
                 # A file lands on the card: sweep it meanwhile (the printer prints for a while).

@@ -149,6 +149,7 @@ class SdCleanup:
         self._executor: ThreadPoolExecutor | None = None  # made on first use, shut in aclose
         self._slots = asyncio.Semaphore(_BACKGROUND)
         self._sweeps: dict[str, _Sweep] = {}
+        self._owed: set[str] = set()  # printers pre-staging skipped while they were swept
         self.deleted = 0  # files deleted since start
         self.failed = 0  # sweeps that failed (offline printers are skipped, not failed)
 
@@ -156,10 +157,11 @@ class SdCleanup:
         """True while this printer's card is being swept (or a sweep waits to begin)."""
         return serial in self._sweeps
 
-    @property
-    def busy_serials(self) -> frozenset[str]:
-        """The printers whose cards are being swept."""
-        return frozenset(self._sweeps)
+    def staging_skips(self) -> frozenset[str]:
+        """The printers pre-staging must skip now (being swept); each is poked when it ends."""
+        busy = frozenset(self._sweeps)
+        self._owed.update(busy)
+        return busy
 
     def request(self, serial: str) -> None:
         """Sweep the printer's card in the background, unless a sweep of it is under way."""
@@ -208,8 +210,6 @@ class SdCleanup:
     async def _background(self, serial: str, run: _Sweep) -> None:
         async with self._slots:
             await self._run(serial, run, frozenset())
-        # Pre-staging skipped this printer while it was swept: plan it again.
-        self._wakeup.poke(f"card of {serial} swept")
 
     async def _run(self, serial: str, run: _Sweep, keep: frozenset[str]) -> SweepResult:
         try:
@@ -233,6 +233,10 @@ class SdCleanup:
         run.done.set()
         if self._sweeps.get(serial) is run:
             del self._sweeps[serial]
+            if serial in self._owed:
+                self._owed.discard(serial)
+                # Pre-staging skipped this printer while it was swept: plan it again.
+                self._wakeup.poke(f"card of {serial} swept")
 
     async def _sweep(self, serial: str, run: _Sweep, keep: frozenset[str]) -> SweepResult:
         snapshot = self._fleet.snapshot(serial)
