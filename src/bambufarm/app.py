@@ -253,4 +253,5 @@ def dispatcher_options_of(settings: Settings) -> DispatcherOptions:
         ),
         prestage=settings.queue_prestage,
         color_tolerance=settings.queue_color_tolerance,
+        sd_cleanup=settings.queue_sd_cleanup,
     )

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # Seconds a started print may stay in PREPARE (heating, levelling, AMS loading) before the
     # start counts as hung: real firmware shows no error when an AMS mapping hangs.
     queue_prepare_timeout_s: float = Field(default=1800.0, ge=60.0, le=86_400.0)
+    # Delete the queue's own files (bf-<hash>.gcode.3mf) from printers' cards once no job
+    # needs them (docs/queue.md, SD-card housekeeping); anything else on a card is never touched.
+    queue_sd_cleanup: bool = True
 
     @classmethod
     def settings_customise_sources(

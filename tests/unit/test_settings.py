@@ -228,12 +228,14 @@ def test_queue_settings_reach_the_dispatcher(
     monkeypatch.setenv("BAMBUFARM_QUEUE_RETRY_PRINT_FAILURES", "true")
     monkeypatch.setenv("BAMBUFARM_QUEUE_COLOR_TOLERANCE", "12.5")
     monkeypatch.setenv("BAMBUFARM_QUEUE_PREPARE_TIMEOUT_S", "900")
+    monkeypatch.setenv("BAMBUFARM_QUEUE_SD_CLEANUP", "0")
     options = dispatcher_options_of(load_settings())
     assert options.prestage is False
     assert options.retry.max_attempts == 5
     assert options.retry.retry_print_failures is True
     assert options.color_tolerance == 12.5
     assert options.limits.prepare_s == 900.0
+    assert options.sd_cleanup is False
     monkeypatch.setenv("BAMBUFARM_QUEUE_MAX_ATTEMPTS", "0")
     with pytest.raises(SettingsError, match="queue_max_attempts"):
         load_settings()
