@@ -471,7 +471,10 @@ def main() -> None:
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the client windows")
     parser.add_argument(
-        "--gc-freeze", action="store_true", help="gc.freeze() in the server once it is up"
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gc.freeze() in the server once it is up, as `bambufarm serve` does",
     )
     parser.add_argument("--child", choices=["sim", "server", "clients"])
     parser.add_argument("--data-dir", type=Path)
