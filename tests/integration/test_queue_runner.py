@@ -43,11 +43,9 @@ async def test_three_copies_on_any_p1s_with_white_pla(tmp_path: Path, db: Databa
             # The reasons in memory and the stored summary are written by the same round, the
             # stored one a moment later: wait for both, or the summary may be the last round's.
             why = {r.serial: r.reason for r in rig.dispatcher.waiting_reasons(third_id)}
+            blocked = why.get(p1s_a) is why.get(p1s_b) is WaitReason.PLATE_NOT_CLEARED
             stored = jobs[0].reason or ""
-            return (
-                why.get(p1s_a) is why.get(p1s_b) is WaitReason.PLATE_NOT_CLEARED
-                and stored.endswith("(plate not cleared, missing filament)")
-            )
+            return blocked and stored.endswith("(plate not cleared, missing filament)")
 
         (third,) = await rig.until_jobs(
             [third_id], lambda js: js[0].state is JobState.WAITING and plates_block(js),
