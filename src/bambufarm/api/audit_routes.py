@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from bambufarm.api.deps import CanViewAudit, ServicesDep
 from bambufarm.api.printer_schemas import SERIAL_PATTERN
-from bambufarm.api.schemas import CursorPage, problem_responses
+from bambufarm.api.schemas import PRINTABLE, CursorPage, problem_responses
 from bambufarm.storage.audit import MAX_ACTION, MAX_ACTOR, AuditEntry, list_actions
 from bambufarm.storage.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 
@@ -46,8 +46,12 @@ async def audit_route(
     principal: CanViewAudit,
     services: ServicesDep,
     *,
-    actor: Annotated[str | None, Query(min_length=1, max_length=MAX_ACTOR)] = None,
-    action: Annotated[str | None, Query(min_length=1, max_length=MAX_ACTION)] = None,
+    actor: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_ACTOR, pattern=PRINTABLE)
+    ] = None,
+    action: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_ACTION, pattern=PRINTABLE)
+    ] = None,
     serial: Annotated[str | None, Query(pattern=SERIAL_PATTERN)] = None,
     since: Annotated[datetime | None, Query(description="At or after (ISO 8601).")] = None,
     until: Annotated[datetime | None, Query(description="Before (ISO 8601).")] = None,
