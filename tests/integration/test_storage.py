@@ -432,3 +432,14 @@ async def test_postgresql_on_a_full_disk_says_so(pg_server: str, pg_database_url
                     await append_event(s, event(1))
             finally:
                 await db.aclose()
+
+
+async def test_a_value_postgresql_refuses_is_an_invalid_value(pg_database_url: str) -> None:
+    # NUL in text (SQLSTATE 22021): bad input, said as such (a 422 in the API), not an outage.
+    db = await open_database(pg_database_url)
+    try:
+        with pytest.raises(InvalidValue, match=r"a value cannot be stored: .*0x00"):
+            async with db.session(readonly=True) as session:
+                await event_history(session, serial="01P\x00", kinds=None)
+    finally:
+        await db.aclose()

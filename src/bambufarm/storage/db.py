@@ -69,6 +69,8 @@ _SUPPORTED_DRIVERS: Final = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"}
 _PG_DISK_FULL: Final = frozenset({"53100"})
 _PG_READ_ONLY: Final = frozenset({"25006"})
 _PG_UNAVAILABLE_PREFIXES: Final = ("08", "57P")  # connection exceptions, operator shutdown
+# Data exceptions: a value the server refuses (NUL in text is 22021, out of range 22003).
+_PG_DATA_EXCEPTION: Final = "22"
 
 
 class Database:
@@ -210,6 +212,8 @@ def storage_error(err: BaseException, where: str) -> StorageError:
             f"the database at {where} cannot be reached ({_first_line(err)}); "
             "check that the server is running and the URL is right, then retry"
         )
+    if sqlstate.startswith(_PG_DATA_EXCEPTION):
+        return InvalidValue(f"a value cannot be stored: {_first_line(err)}")
     if isinstance(err, StatementError) and not isinstance(err, DBAPIError):
         # Raised before the driver saw anything: a bind value our types refused.
         return InvalidValue(f"a value cannot be stored: {_first_line(err.orig or err)}")
