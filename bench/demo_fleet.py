@@ -128,18 +128,7 @@ async def farm_server(
             owner = await get_user(session, USER)
             issued = await create_api_key(session, owner, USER, ["admin"])
         await services.start()
-        specs = [
-            PrinterSpec(
-                serial=p.serial,
-                access_code=p.access_code,
-                host=p.host,
-                name=p.name,
-                model=p.model,
-                mqtt_port=p.ports.mqtt,
-                ftps_port=p.ports.ftps,
-            )
-            for p in manifest.printers
-        ]
+        specs = [PrinterSpec.of_manifest(p) for p in manifest.printers]
         started = time.perf_counter()
         await services.farm.import_printers(specs, actor="bench", test=False)
         yield FarmServer(services, issued.token, password, time.perf_counter() - started)

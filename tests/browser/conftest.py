@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
@@ -21,6 +22,7 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 from bambufarm.auth.roles import Role
 from bambufarm.simulator.demo import start_demo_jobs
 from bambufarm.simulator.fleet import SimFleet
+from bambufarm.simulator.manifest import Manifest
 from tests.support.api import RunningApi, running_api
 from tests.support.sim import running_fleet
 
@@ -196,6 +198,24 @@ DEMO_TIME_SCALE = 30.0
 DEMO_MODELS = ("X1C", "P1S", "P1P", "A1", "A1 mini", "H2D")
 DUAL_NOZZLE = 5
 ADMIN, OPERATOR, VIEWER = "ada", "olga", "vera"
+
+
+async def sign_up_and_import(api: RunningApi, manifest: Manifest) -> dict[str, Any]:
+    """A user of each role, then the manifest's printers imported by the admin; the answer."""
+    await api.add_user(ADMIN, Role.ADMIN)
+    await api.add_user(OPERATOR, Role.OPERATOR)
+    await api.add_user(VIEWER, Role.VIEWER)
+    admin = await api.sign_in(ADMIN)
+    imported = await admin.client.post(
+        "/api/v1/printers/import",
+        content=manifest.to_json(),
+        headers={**admin.csrf_header, "Content-Type": "application/json"},
+    )
+    assert imported.status_code == 200, imported.text
+    body: dict[str, Any] = imported.json()
+    return body
+
+
 # The P1P (idle in the demo) has Developer Mode off: it reports, but refuses LAN commands.
 SECURED = 2
 
@@ -213,16 +233,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[DemoFarm]:
         ) as (fleet, manifest),
         running_api(f"sqlite+aiosqlite:///{tmp_path / 'bambufarm.db'}", tmp_path / "data") as api,
     ):
-        await api.add_user(ADMIN, Role.ADMIN)
-        await api.add_user(OPERATOR, Role.OPERATOR)
-        await api.add_user(VIEWER, Role.VIEWER)
-        admin = await api.sign_in(ADMIN)
-        imported = await admin.client.post(
-            "/api/v1/printers/import",
-            content=manifest.to_json(),
-            headers={**admin.csrf_header, "Content-Type": "application/json"},
-        )
-        assert imported.status_code == 200, imported.text
-        assert imported.json()["added"] == len(DEMO_MODELS), imported.text
+        imported = await sign_up_and_import(api, manifest)
+        assert imported["added"] == len(DEMO_MODELS), imported
         printing = start_demo_jobs(fleet)
         yield DemoFarm(api, fleet, printing)

@@ -15,9 +15,8 @@ from typing import Any
 
 import httpx
 
-from bambufarm.auth.roles import Role
 from bambufarm.simulator.fleet import SimFleet
-from tests.browser.conftest import ADMIN, OPERATOR, VIEWER
+from tests.browser.conftest import OPERATOR, sign_up_and_import
 from tests.support.api import RunningApi, running_api
 from tests.support.queue_api import uploaded
 from tests.support.sim import running_fleet
@@ -87,15 +86,6 @@ async def print_farm(
         ) as (sim, manifest),
         running_api(f"sqlite+aiosqlite:///{tmp_path / 'bambufarm.db'}", tmp_path / "data") as api,
     ):
-        await api.add_user(ADMIN, Role.ADMIN)
-        await api.add_user(OPERATOR, Role.OPERATOR)
-        await api.add_user(VIEWER, Role.VIEWER)
-        admin = await api.sign_in(ADMIN)
-        imported = await admin.client.post(
-            "/api/v1/printers/import",
-            content=manifest.to_json(),
-            headers={**admin.csrf_header, "Content-Type": "application/json"},
-        )
-        assert imported.status_code == 200, imported.text
+        await sign_up_and_import(api, manifest)
         operator = api.key_client(await api.add_key(OPERATOR, ["queue"]))
         yield PrintFarm(api, sim, operator)

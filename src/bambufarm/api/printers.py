@@ -159,19 +159,7 @@ async def import_route(
 ) -> Response:
     """Add every printer of a manifest (each tested first); printers already in the farm are
     left as they are. One result per printer, in the manifest's order."""
-    specs = [
-        PrinterSpec(
-            serial=p.serial,
-            access_code=p.access_code,
-            host=p.host,
-            name=p.name,
-            model=p.model,
-            mqtt_port=p.ports.mqtt,
-            ftps_port=p.ports.ftps,
-            camera_port=p.ports.camera,
-        )
-        for p in body.printers
-    ]
+    specs = [PrinterSpec.of_manifest(p) for p in body.printers]
     farm = services.farm
     results = await farm.import_printers(specs, actor=principal.actor, test=test)
     items = [

@@ -171,18 +171,7 @@ async def import_printers(
                 # Shown to the operator; the other printers go on.
                 failed.append(f"{printer.serial}: {err}")
             continue
-        new.append(
-            PrinterSpec(
-                serial=printer.serial,
-                access_code=printer.access_code,
-                host=printer.host,
-                name=printer.name,
-                model=printer.model,
-                mqtt_port=printer.ports.mqtt,
-                ftps_port=printer.ports.ftps,
-                camera_port=printer.ports.camera,
-            )
-        )
+        new.append(PrinterSpec.of_manifest(printer))
     results = await farm.import_printers(new, actor=ACTOR)
     failed.extend(f"{r.serial}: {r.detail}" for r in results if r.outcome is ImportOutcome.FAILED)
     return len(farm), failed

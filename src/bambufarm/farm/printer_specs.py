@@ -5,7 +5,7 @@ configuration (model names to codes, ports to defaults, audit details without se
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from bambufarm.fleet.config import FTPS_PORT, PrinterConfig, PrinterSnapshot
 from bambufarm.fleet.session import MQTT_PORT
@@ -18,6 +18,34 @@ from bambufarm.storage.printers import PrinterRecord
 from bambufarm.storage.unset import UNSET, Unset
 
 T = TypeVar("T")
+
+
+class ManifestPortsLike(Protocol):
+    """A simulator manifest's ports of one printer (the simulator's own type or the API's)."""
+
+    @property
+    def mqtt(self) -> int: ...
+    @property
+    def ftps(self) -> int: ...
+    @property
+    def camera(self) -> int | None: ...
+
+
+class ManifestPrinterLike(Protocol):
+    """A simulator manifest's printer (the simulator's own type or the API's)."""
+
+    @property
+    def serial(self) -> str: ...
+    @property
+    def access_code(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def ports(self) -> ManifestPortsLike: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +61,20 @@ class PrinterSpec:
     ftps_port: int | None = None
     camera_port: int | None = None
     enabled: bool = True
+
+    @classmethod
+    def of_manifest(cls, printer: ManifestPrinterLike) -> Self:
+        """The printer of a simulator manifest, with every port the manifest gives."""
+        return cls(
+            serial=printer.serial,
+            access_code=printer.access_code,
+            host=printer.host,
+            name=printer.name,
+            model=printer.model,
+            mqtt_port=printer.ports.mqtt,
+            ftps_port=printer.ports.ftps,
+            camera_port=printer.ports.camera,
+        )
 
 
 @dataclass(frozen=True, slots=True)
